@@ -267,8 +267,9 @@ mla_status mla_attention_bwd(const mla_attention_params *p);
 typedef struct mla_quant_params {
     int32_t dtype;              /* of kv */
     void *kv;                   /* input of quantize, output of dequantize */
-    mla_cache cache;            /* data is the output of quantize (cast away const) */
-    void *cache_out;            /* quantize: where the bytes go (usually == cache.data) */
+    mla_cache cache;            /* V32 or MODEL1; data is read by dequantize */
+    void *cache_out;            /* quantize: where the bytes go (NULL: cache.data); padding
+                                   bytes of MODEL1 blocks are written as zeros */
     mla_exec exec;
 } mla_quant_params;
 
@@ -278,14 +279,18 @@ mla_status mla_kv_dequantize(const mla_quant_params *p);
 /* Writes new_kv [b, n_new, d_qk] at positions cache_seqlens[i] + j of request i (paged by
  * block_table), in the cache's layout; cache_seqlens is not changed. The cache must have
  * room: a position past max_blocks_per_seq * block_size or a block id outside the cache is an
- * invalid argument and nothing is written. */
+ * invalid argument and nothing is written.
+ * Rows of new_kv: for the FP8 kinds (one KV head) a token is d_qk values; for a PLAIN cache
+ * with h_kv heads it is [h_kv, d_qk] contiguous (new_kv [b, n_new, h_kv, d_qk] with
+ * new_kv_stride = {between requests, between tokens}). Two new tokens mapping to the same
+ * cache slot are an invalid argument too. */
 typedef struct mla_append_params {
     int32_t dtype;              /* of new_kv */
     int64_t b, n_new, d_qk;
     const void *new_kv;
     int64_t new_kv_stride[2];
-    mla_cache cache;            /* PLAIN (h_kv = 1 or h_kv heads in new_kv rows), V32, MODEL1 */
-    void *cache_out;            /* the cache bytes written in place (== cache.data) */
+    mla_cache cache;            /* PLAIN (any float dtype, h_kv >= 1), V32, MODEL1 */
+    void *cache_out;            /* the cache written in place (NULL: cache.data) */
     const int32_t *block_table;
     int64_t max_blocks_per_seq;
     int64_t block_table_stride;
@@ -300,7 +305,9 @@ mla_status mla_kv_append(const mla_append_params *p);
 /*
  * scores[b, t, s] = sum_j w[b, t, j] * relu(q[b, t, j, :] . k[b, s, :]), for s <= t + s_k - s_q
  * (causal, bottom-right), else -inf. q and k in float types or MLA_FP8_E4M3 with per-row
- * float32 scales (q_scale [b, s_q, h], k_scale [b, s_k]).
+ * float32 scales (q_scale [b, s_q, h], k_scale [b, s_k]; NULL unless FP8); the dot products
+ * use the dequantised values (fp8 * scale). The backward gives the gradients with respect to
+ * those values; masked positions contribute nothing, relu'(0) = 0.
  */
 typedef struct mla_indexer_params {
     int32_t q_dtype, k_dtype, w_dtype;

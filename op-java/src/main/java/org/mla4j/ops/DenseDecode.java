@@ -1,0 +1,158 @@
+package org.mla4j.ops;
+
+import java.util.List;
+import org.mla4j.exec.NativeLib;
+import org.mla4j.nativelib.MlaLib;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.api.shape.LongShapeDescriptor;
+
+/**
+ * Dense decode over a paged KV cache (ops.md section 1; MQA / absorbed MLA).
+ *
+ * <p>Inputs: {@code q [b, s_q, h_q, d_qk]}, {@code kCache} (PLAIN {@code [num_blocks,
+ * block_size, h_kv, d_qk]} or FP8 bytes {@code [num_blocks, block_bytes]}),
+ * {@code blockTable int32 [b, max_blocks_per_seq]}, {@code cacheSeqlens int32 [b]}, then
+ * optionally {@code sink float32 [h_q]} and {@code outPositions int32 [b, s_q]} (VVPA).
+ * Outputs: {@code out [b, s_q, h_q, d_v]} in q's type, {@code lse float32 [b, h_q, s_q]}.
+ * The value is the first d_v dims of each cached key row.
+ */
+public class DenseDecode extends MlaOp {
+    public static final String OP_NAME = "mla_dense_decode";
+    // iargs: d_v, causal, hasSink, hasRotation, cache layout (5), rope (4)
+    // targs: softmax scale (<= 0: 1/sqrt(d_qk)), rope (4)
+
+    public DenseDecode() {}
+
+    public DenseDecode(SameDiff sd, SDVariable q, SDVariable kCache, SDVariable blockTable,
+                       SDVariable cacheSeqlens, SDVariable sink, SDVariable outPositions,
+                       Options o) {
+        super(sd, Inputs.of(q, kCache, blockTable, cacheSeqlens, sink, outPositions));
+        addArgs(o, sink != null, outPositions != null);
+    }
+
+    public DenseDecode(INDArray q, INDArray kCache, INDArray blockTable, INDArray cacheSeqlens,
+                       INDArray sink, INDArray outPositions, Options o) {
+        super(Inputs.of(q, kCache, blockTable, cacheSeqlens, sink, outPositions), null);
+        addArgs(o, sink != null, outPositions != null);
+    }
+
+    /** Options of dense decode. */
+    public static final class Options {
+        public long dV;
+        public boolean causal;
+        public double softmaxScale;
+        public CacheLayout layout = CacheLayout.PLAIN;
+        public long blockSize;
+        public RopeConfig rope = RopeConfig.none();
+
+        public Options(long dV) {
+            this.dV = dV;
+        }
+
+        public Options causal(boolean c) { causal = c; return this; }
+        public Options softmaxScale(double s) { softmaxScale = s; return this; }
+        /** An FP8 cache: its layout and tokens per block. */
+        public Options fp8(CacheLayout l, long blockSize) { layout = l; this.blockSize = blockSize; return this; }
+        /** The VVPA output rotation (used when outPositions is given). */
+        public Options rope(RopeConfig r) { rope = r; return this; }
+    }
+
+    private void addArgs(Options o, boolean sink, boolean rot) {
+        addIArgument(o.dV, o.causal ? 1 : 0, sink ? 1 : 0, rot ? 1 : 0);
+        addTArgument(o.softmaxScale);
+        o.layout.addArgs(this, o.blockSize);
+        o.rope.addArgs(this);
+    }
+
+    @Override
+    public String opName() {
+        return OP_NAME;
+    }
+
+    @Override
+    protected int numOutputs() {
+        return 2;
+    }
+
+    private long dV() { return iarg(0); }
+    private boolean causal() { return iarg(1) != 0; }
+    private boolean hasSink() { return iarg(2) != 0; }
+    private boolean hasRotation() { return iarg(3) != 0; }
+    private CacheLayout layout() { return CacheLayout.fromArgs(iArguments, 4); }
+    private long blockSizeArg() { return iarg(8); }
+    private RopeConfig rope() { return RopeConfig.fromArgs(iArguments, 9, tArguments, 1); }
+
+    @Override
+    public List<DataType> calculateOutputDataTypes(List<DataType> in) {
+        return List.of(in.get(0), DataType.FLOAT);
+    }
+
+    @Override
+    protected List<LongShapeDescriptor> outputShapes(INDArray[] in) {
+        String op = OP_NAME;
+        requireInputs(in, 4 + (hasSink() ? 1 : 0) + (hasRotation() ? 1 : 0),
+                "(q, kCache, blockTable, cacheSeqlens" + (hasSink() ? ", sink" : "") + (hasRotation() ? ", outPositions" : "") + ")");
+        INDArray q = in[0], cache = in[1], table = in[2], seqlens = in[3];
+        Check.rank(op, "q", q, 4, "[b, s_q, h_q, d_qk]");
+        Check.floatType(op, "q", q);
+        long b = q.size(0), sQ = q.size(1), hQ = q.size(2), dQk = q.size(3);
+        CacheLayout l = layout();
+        CacheArg.validate(op, "kCache", cache, l, blockSizeArg(), dQk, 0);
+        if (!l.isFp8()) {
+            Check.sameType(op, "kCache", cache, "q", q);
+            Check.divisible(op, "h_q", hQ, "h_kv", cache.size(2));
+        }
+        long dV = dV();
+        if (dV <= 0 || dV > CacheArg.valueDims(l, dQk)) {
+            throw Check.fail(op, "d_v must be in [1, " + CacheArg.valueDims(l, dQk) + "], got " + dV);
+        }
+        Check.rank(op, "blockTable", table, 2, "[b, max_blocks_per_seq]");
+        Check.type(op, "blockTable", table, DataType.INT);
+        Check.dim(op, "blockTable", table, 0, "b", b);
+        Check.shape(op, "cacheSeqlens", seqlens, b);
+        Check.type(op, "cacheSeqlens", seqlens, DataType.INT);
+        int next = 4;
+        if (hasSink()) {
+            Check.shape(op, "sink", in[next], hQ);
+            Check.type(op, "sink", in[next++], DataType.FLOAT);
+        }
+        if (hasRotation()) {
+            Check.shape(op, "outPositions", in[next], b, sQ);
+            Check.type(op, "outPositions", in[next], DataType.INT);
+        }
+        return list(desc(q.dataType(), b, sQ, hQ, dV), desc(DataType.FLOAT, b, hQ, sQ));
+    }
+
+    @Override
+    protected void compute(INDArray[] in, INDArray[] out) {
+        INDArray q = in[0];
+        int next = 4;
+        INDArray sink = hasSink() ? in[next++] : null;
+        INDArray pos = hasRotation() ? in[next] : null;
+        try (MlaLib.mla_dense_decode_params p = new MlaLib.mla_dense_decode_params()) {
+            p.dtype(NativeLib.dtype(q.dataType())).b(q.size(0)).s_q(q.size(1)).h_q(q.size(2))
+                    .d_qk(q.size(3)).d_v(dV()).q(NativeLib.ptr(q))
+                    .q_stride(0, q.stride(0)).q_stride(1, q.stride(1)).q_stride(2, q.stride(2));
+            CacheArg.fill(p.cache(), in[1], layout(), blockSizeArg());
+            p.block_table(NativeLib.intPtr(in[2])).max_blocks_per_seq(in[2].size(1))
+                    .block_table_stride(in[2].stride(0)).cache_seqlens(NativeLib.intPtr(in[3]))
+                    .softmax_scale((float) Scale.resolve(targ(0), q.size(3))).causal(causal() ? 1 : 0)
+                    .sink(NativeLib.floatPtr(sink));
+            Rotation.fill(p.out_rotation(), pos, rope());
+            INDArray o = out[0];
+            p.out(NativeLib.ptr(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))
+                    .out_stride(2, o.stride(2)).lse(NativeLib.floatPtr(out[1]));
+            p.exec().device(-1).num_threads(0);
+            NativeLib.check(MlaLib.mla_dense_decode(p));
+        }
+    }
+
+    @Override
+    public List<SDVariable> doDiff(List<SDVariable> grads) {
+        throw Check.fail(OP_NAME, "is an inference op over a KV cache and has no gradient; "
+                + "train with mla_attention (the same function on dense keys)");
+    }
+}

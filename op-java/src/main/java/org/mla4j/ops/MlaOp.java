@@ -1,0 +1,164 @@
+package org.mla4j.ops;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.mla4j.Mla4j;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.api.ops.DynamicCustomOp;
+import org.nd4j.linalg.api.ops.OpContext;
+import org.nd4j.linalg.api.shape.LongShapeDescriptor;
+import org.nd4j.linalg.api.shape.Shape;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * Base of every mla4j op. An op keeps all of its state in its i/t/b arguments (SameDiff copies
+ * ops through FlatBuffers and keeps only those), computes its output shapes in Java, and runs
+ * through {@link org.mla4j.exec.MlaCpuExecutioner}, which calls {@link #execute(OpContext)}.
+ *
+ * <p>Inputs whose elements are not laid out row-major and contiguous are copied once before
+ * the native call; outputs that are not are computed into a temporary and copied back.
+ */
+public abstract class MlaOp extends DynamicCustomOp {
+
+    protected MlaOp() {}
+
+    protected MlaOp(SameDiff sd, SDVariable... inputs) {
+        super(null, sd, inputs);
+    }
+
+    protected MlaOp(INDArray[] inputs, INDArray[] outputs) {
+        super(null, inputs, outputs);
+    }
+
+    @Override
+    public abstract String opName();
+
+    /** Validates the inputs (throwing {@link org.mla4j.MlaException}) and returns output shapes. */
+    protected abstract List<LongShapeDescriptor> outputShapes(INDArray[] in);
+
+    /** Runs the native kernel: in and out are row-major contiguous and validated. */
+    protected abstract void compute(INDArray[] in, INDArray[] out);
+
+    /**
+     * libnd4j does not know mla4j ops: only the plugin executioner can run them. ND4J's own
+     * executioner asks for the hash first, so this is where a missing install() is reported.
+     */
+    @Override
+    public long opHash() {
+        if (!Mla4j.isInstalled()) {
+            throw new IllegalStateException("mla4j op '" + opName() + "' cannot run: call "
+                    + "org.mla4j.Mla4j.install() once before using mla4j ops (it installs the "
+                    + "executioner that runs them)");
+        }
+        return 0L;
+    }
+
+    @Override
+    public int getNumOutputs() {
+        return numOutputs();
+    }
+
+    /** Number of outputs. */
+    protected abstract int numOutputs();
+
+    @Override
+    public List<LongShapeDescriptor> calculateOutputShape() {
+        return calculateOutputShape(null);
+    }
+
+    @Override
+    public List<LongShapeDescriptor> calculateOutputShape(OpContext oc) {
+        return outputShapes(inputs(oc));
+    }
+
+    /** Executes eagerly (oc == null: the op's own arrays) or inside SameDiff (oc given). */
+    public INDArray[] execute(OpContext oc) {
+        INDArray[] in = inputs(oc);
+        List<LongShapeDescriptor> shapes = outputShapes(in);
+        INDArray[] given = oc != null ? oc.getOutputArrays().toArray(new INDArray[0])
+                : outputArguments().toArray(new INDArray[0]);
+        INDArray[] out = new INDArray[shapes.size()];
+        boolean allocated = given.length != shapes.size();
+        for (int i = 0; i < out.length; i++) {
+            LongShapeDescriptor s = shapes.get(i);
+            if (!allocated && given[i] != null && Arrays.equals(given[i].shape(), s.getShape())
+                    && given[i].dataType() == s.dataType()) {
+                out[i] = given[i];
+            } else if (!allocated) {
+                throw Check.fail(opName(), "output " + i + " must have shape "
+                        + Arrays.toString(s.getShape()) + " and type " + s.dataType() + ", got "
+                        + (given[i] == null ? "null" : Arrays.toString(given[i].shape()) + " "
+                        + given[i].dataType()));
+            } else {
+                out[i] = Nd4j.createUninitialized(s.dataType(), s.getShape());
+            }
+        }
+        INDArray[] cin = new INDArray[in.length];
+        for (int i = 0; i < in.length; i++) cin[i] = contiguous(in[i]);
+        INDArray[] cout = new INDArray[out.length];
+        for (int i = 0; i < out.length; i++) cout[i] = isContiguous(out[i]) ? out[i] : out[i].dup('c');
+        compute(cin, cout);
+        for (int i = 0; i < out.length; i++) if (cout[i] != out[i]) out[i].assign(cout[i]);
+        if (allocated) {
+            if (oc != null) {
+                oc.setOutputArrays(out);
+            } else {
+                clearOutputs();
+                for (INDArray o : out) addOutputArgument(o);
+            }
+        }
+        return out;
+    }
+
+    private void clearOutputs() {
+        if (outputArguments != null) outputArguments.clear();
+    }
+
+    private INDArray[] inputs(OpContext oc) {
+        List<INDArray> list = oc != null ? oc.getInputArrays() : inputArguments();
+        return list == null ? new INDArray[0] : list.toArray(new INDArray[0]);
+    }
+
+    static boolean isContiguous(INDArray a) {
+        return a.ordering() == 'c' && Shape.hasDefaultStridesForShape(a);
+    }
+
+    private static INDArray contiguous(INDArray a) {
+        return a == null || isContiguous(a) ? a : a.dup('c');
+    }
+
+    /** Descriptor of an output. */
+    protected static LongShapeDescriptor desc(DataType t, long... shape) {
+        return LongShapeDescriptor.fromShape(shape, t);
+    }
+
+    protected static List<LongShapeDescriptor> list(LongShapeDescriptor... d) {
+        return new ArrayList<>(Arrays.asList(d));
+    }
+
+    // ---- argument access: state lives in i/t/b args so SameDiff's copies keep it ----
+
+    protected long iarg(int i) {
+        return iArguments.get(i);
+    }
+
+    protected double targ(int i) {
+        return tArguments.get(i);
+    }
+
+    protected boolean barg(int i) {
+        return bArguments.get(i);
+    }
+
+    /** Number of inputs the op expects given its flags; checked before anything else. */
+    protected void requireInputs(INDArray[] in, int expected, String layout) {
+        if (in.length != expected) {
+            throw Check.fail(opName(), "expected " + expected + " inputs " + layout + ", got "
+                    + in.length);
+        }
+    }
+}

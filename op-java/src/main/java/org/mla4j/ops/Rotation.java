@@ -1,0 +1,20 @@
+package org.mla4j.ops;
+
+import org.mla4j.exec.NativeLib;
+import org.mla4j.nativelib.MlaLib;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/** Fills the VVPA output rotation of an attention call (no rotation when positions is null). */
+final class Rotation {
+    private Rotation() {}
+
+    static void fill(MlaLib.mla_out_rotation r, INDArray positions, RopeConfig rope) {
+        if (positions == null) {
+            r.positions(null);
+            RopeConfig.none().fill(r.rope());
+            return;
+        }
+        r.positions(NativeLib.intPtr(positions));
+        rope.fill(r.rope());
+    }
+}

@@ -1,0 +1,71 @@
+package org.mla4j.ops;
+
+import java.util.List;
+import org.mla4j.exec.NativeLib;
+import org.mla4j.nativelib.MlaLib;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.api.shape.LongShapeDescriptor;
+
+/**
+ * Top-k over the last dim of {@code scores float32 [rows, n]} (or any rank, rows = all leading
+ * dims): outputs {@code indices int32 [.., k]} (descending, ties to the lower index, -inf and
+ * NaN never chosen, -1 padding) and {@code values float32 [.., k]} (-inf where -1).
+ */
+public class TopK extends MlaOp {
+    public static final String OP_NAME = "mla_topk";
+
+    public TopK() {}
+
+    public TopK(SameDiff sd, SDVariable scores, long k) {
+        super(sd, scores);
+        addIArgument(k);
+    }
+
+    public TopK(INDArray scores, long k) {
+        super(new INDArray[] {scores}, null);
+        addIArgument(k);
+    }
+
+    @Override
+    public String opName() { return OP_NAME; }
+
+    @Override
+    protected int numOutputs() { return 2; }
+
+    @Override
+    public List<DataType> calculateOutputDataTypes(List<DataType> in) {
+        return List.of(DataType.INT, DataType.FLOAT);
+    }
+
+    @Override
+    protected List<LongShapeDescriptor> outputShapes(INDArray[] in) {
+        requireInputs(in, 1, "(scores)");
+        INDArray s = in[0];
+        Check.type(OP_NAME, "scores", s, DataType.FLOAT);
+        if (s.rank() < 1) throw Check.fail(OP_NAME, "scores must have rank >= 1, got a scalar");
+        Check.positive(OP_NAME, "k", iarg(0));
+        long[] shape = s.shape().clone();
+        shape[shape.length - 1] = iarg(0);
+        return list(desc(DataType.INT, shape), desc(DataType.FLOAT, shape));
+    }
+
+    @Override
+    protected void compute(INDArray[] in, INDArray[] out) {
+        INDArray s = in[0];
+        long n = s.size(s.rank() - 1);
+        try (MlaLib.mla_topk_params p = new MlaLib.mla_topk_params()) {
+            p.rows(n == 0 ? 0 : s.length() / n).n(n).k(iarg(0)).scores(NativeLib.floatPtr(s))
+                    .indices(NativeLib.intPtr(out[0])).values(NativeLib.floatPtr(out[1]));
+            p.exec().device(-1).num_threads(0);
+            NativeLib.check(MlaLib.mla_topk(p));
+        }
+    }
+
+    @Override
+    public List<SDVariable> doDiff(List<SDVariable> grads) {
+        return List.of(sameDiff.zerosLike(args()[0]));
+    }
+}

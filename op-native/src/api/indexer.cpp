@@ -1,0 +1,93 @@
+// Entry points of the lightning indexer and top-k (ops.md section 6): argument checks, then
+// the CPU kernels.
+#include <cstdint>
+#include "common/dtype.h"
+#include "common/error.h"
+#include "cpu/misc_kernels.h"
+
+namespace {
+
+using mla::fail;
+
+bool is_indexer_operand_dtype(int32_t dt) { return mla::is_float_dtype(dt) || dt == MLA_FP8_E4M3; }
+
+// Checks one of q / k: dtype, data pointer, and a scale exactly when the dtype is FP8.
+mla_status check_operand(const char *op, const char *name, int32_t dtype, const void *data,
+                         const float *scale, bool non_empty) {
+    MLA_REQUIRE(is_indexer_operand_dtype(dtype),
+                "%s: %s_dtype must be float32, float64, float16, bfloat16 or float8_e4m3, got %s",
+                op, name, mla::dtype_name(dtype));
+    MLA_REQUIRE(data != nullptr || !non_empty, "%s: %s must not be null", op, name);
+    if (dtype == MLA_FP8_E4M3)
+        MLA_REQUIRE(scale != nullptr || !non_empty,
+                    "%s: %s_scale must not be null when %s_dtype is float8_e4m3", op, name, name);
+    else
+        MLA_REQUIRE(scale == nullptr, "%s: %s_scale must be null unless %s_dtype is float8_e4m3, "
+                    "got a scale with %s_dtype %s", op, name, name, name, mla::dtype_name(dtype));
+    return MLA_OK;
+}
+
+// Checks what the forward and backward share: dtypes, sizes and inputs.
+mla_status check_inputs(const mla_indexer_params &p, const char *op) {
+    MLA_REQUIRE(p.b >= 0, "%s: b must be >= 0, got %lld", op, (long long)p.b);
+    MLA_REQUIRE(p.s_q >= 0, "%s: s_q must be >= 0, got %lld", op, (long long)p.s_q);
+    MLA_REQUIRE(p.s_k >= 0, "%s: s_k must be >= 0, got %lld", op, (long long)p.s_k);
+    MLA_REQUIRE(p.h >= 1, "%s: h must be >= 1, got %lld", op, (long long)p.h);
+    MLA_REQUIRE(p.d >= 1, "%s: d must be >= 1, got %lld", op, (long long)p.d);
+    bool has_q = p.b * p.s_q > 0, has_k = p.b * p.s_k > 0;
+    MLA_TRY(check_operand(op, "q", p.q_dtype, p.q, p.q_scale, has_q));
+    MLA_TRY(check_operand(op, "k", p.k_dtype, p.k, p.k_scale, has_k));
+    MLA_REQUIRE(mla::is_float_dtype(p.w_dtype),
+                "%s: w_dtype must be float32, float64, float16 or bfloat16, got %s", op,
+                mla::dtype_name(p.w_dtype));
+    MLA_REQUIRE(p.w != nullptr || !has_q, "%s: w must not be null", op);
+    return MLA_OK;
+}
+
+}  // namespace
+
+extern "C" mla_status mla_indexer_scores(const mla_indexer_params *p) {
+    const char *op = "mla_indexer_scores";
+    if (!p) return fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
+    MLA_TRY(check_inputs(*p, op));
+    MLA_REQUIRE(p->scores != nullptr || p->b * p->s_q * p->s_k == 0,
+                "%s: scores must not be null", op);
+    return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::indexer_scores(*p); });
+}
+
+extern "C" mla_status mla_indexer_topk(const mla_indexer_params *p) {
+    const char *op = "mla_indexer_topk";
+    if (!p) return fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
+    MLA_TRY(check_inputs(*p, op));
+    MLA_REQUIRE(p->topk >= 0, "%s: topk must be >= 0, got %lld", op, (long long)p->topk);
+    MLA_REQUIRE(p->s_k <= INT32_MAX, "%s: s_k must be <= %d for int32 indices, got %lld", op,
+                INT32_MAX, (long long)p->s_k);
+    MLA_REQUIRE(p->indices != nullptr || p->b * p->s_q * p->topk == 0,
+                "%s: indices must not be null", op);
+    return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::indexer_topk(*p); });
+}
+
+extern "C" mla_status mla_indexer_scores_bwd(const mla_indexer_params *p) {
+    const char *op = "mla_indexer_scores_bwd";
+    if (!p) return fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
+    MLA_TRY(check_inputs(*p, op));
+    MLA_REQUIRE(p->dscores != nullptr || p->b * p->s_q * p->s_k == 0,
+                "%s: dscores must not be null", op);
+    MLA_REQUIRE(p->dq != nullptr || p->b * p->s_q == 0, "%s: dq must not be null", op);
+    MLA_REQUIRE(p->dw != nullptr || p->b * p->s_q == 0, "%s: dw must not be null", op);
+    MLA_REQUIRE(p->dk != nullptr || p->b * p->s_k == 0, "%s: dk must not be null", op);
+    return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::indexer_scores_bwd(*p); });
+}
+
+extern "C" mla_status mla_topk(const mla_topk_params *p) {
+    const char *op = "mla_topk";
+    if (!p) return fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
+    MLA_REQUIRE(p->rows >= 0, "%s: rows must be >= 0, got %lld", op, (long long)p->rows);
+    MLA_REQUIRE(p->n >= 0, "%s: n must be >= 0, got %lld", op, (long long)p->n);
+    MLA_REQUIRE(p->n <= INT32_MAX, "%s: n must be <= %d for int32 indices, got %lld", op,
+                INT32_MAX, (long long)p->n);
+    MLA_REQUIRE(p->k >= 0, "%s: k must be >= 0, got %lld", op, (long long)p->k);
+    MLA_REQUIRE(p->scores != nullptr || p->rows * p->n == 0, "%s: scores must not be null", op);
+    MLA_REQUIRE(p->indices != nullptr || p->rows * p->k == 0, "%s: indices must not be null", op);
+    return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::topk(*p); });
+}

@@ -1,0 +1,71 @@
+// Entry point of sparse decode (ops.md section 2): argument checks, then the CPU kernel.
+#include <cstdio>
+#include "api/forward_checks.h"
+#include "common/cache.h"
+#include "cpu/kernels.h"
+
+namespace {
+
+namespace chk = mla::fwd_checks;
+
+// One key set: its cache (h_kv = 1; an empty one may come without memory), indices and the
+// value dims its layout implies. Fills `keys` with the set as the kernel will read it.
+mla_status check_key_set(const mla_sparse_decode_params &p, const mla_sparse_keys &in,
+                         const char *op, const char *arg, mla_sparse_keys *keys,
+                         mla::CacheLayout *layout) {
+    static const char no_data = 0;
+    *keys = in;
+    if (!keys->cache.data && keys->cache.num_blocks == 0) keys->cache.data = &no_data;
+    char name[32];
+    std::snprintf(name, sizeof name, "%s.cache", arg);
+    MLA_TRY(mla::check_cache(keys->cache, p.d_qk, 1, op, name, layout));
+    if (layout->kind == MLA_CACHE_V32)
+        MLA_REQUIRE(p.d_v == layout->d_nope,
+                    "%s: d_v must be %d (the d_nope of the V32 %s, whose value is the latent "
+                    "part), got %lld", op, layout->d_nope, name, (long long)p.d_v);
+    if (layout->kind == MLA_CACHE_MODEL1)
+        MLA_REQUIRE(p.d_v == layout->d_qk,
+                    "%s: d_v must be %lld (the d_qk of the MODEL1 %s, whose value is the whole "
+                    "row), got %lld", op, (long long)layout->d_qk, name, (long long)p.d_v);
+    std::snprintf(name, sizeof name, "%s.topk", arg);
+    MLA_TRY(chk::size(in.topk, op, name));
+    std::snprintf(name, sizeof name, "%s.indices", arg);
+    MLA_TRY(chk::pointer(in.indices, p.b > 0 && p.s_q > 0 && in.topk > 0, op, name));
+    std::snprintf(name, sizeof name, "%s.indices_stride", arg);
+    MLA_TRY(chk::strides(in.indices_stride, 2, op, name));
+    return MLA_OK;
+}
+
+}  // namespace
+
+extern "C" mla_status mla_sparse_decode(const mla_sparse_decode_params *p) {
+    const char *op = "mla_sparse_decode";
+    if (!p) return mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
+    MLA_TRY(chk::dtype(p->dtype, op));
+    MLA_TRY(chk::size(p->b, op, "b"));
+    MLA_TRY(chk::size(p->s_q, op, "s_q"));
+    MLA_TRY(chk::positive(p->h_q, op, "h_q"));
+    MLA_TRY(chk::head_dims(p->d_qk, p->d_v, op));
+
+    mla_sparse_decode_params q = *p;
+    mla::CacheLayout keys_layout, extra_layout;
+    MLA_TRY(check_key_set(*p, p->keys, op, "keys", &q.keys, &keys_layout));
+    const bool has_extra = p->extra.cache.data != nullptr;
+    if (has_extra) MLA_TRY(check_key_set(*p, p->extra, op, "extra", &q.extra, &extra_layout));
+
+    const bool has_rows = p->b > 0 && p->s_q > 0;
+    MLA_TRY(chk::pointer(p->q, has_rows, op, "q"));
+    MLA_TRY(chk::pointer(p->out, has_rows, op, "out"));
+    MLA_TRY(chk::pointer(p->lse, has_rows, op, "lse"));
+    MLA_TRY(chk::strides(p->q_stride, 3, op, "q_stride"));
+    MLA_TRY(chk::strides(p->out_stride, 3, op, "out_stride"));
+    MLA_TRY(chk::scale(p->softmax_scale, op));
+    MLA_TRY(chk::rotation(p->out_rotation, p->d_v, op));
+    MLA_TRY(chk::exec(p->exec, op));
+
+    if (!has_rows) return MLA_OK;
+    MLA_TRY(chk::positions(p->out_rotation, p->b * p->s_q, op));
+    return chk::run_kernel(op, [&] {
+        mla::cpu::sparse_decode_fwd(q, keys_layout, has_extra ? &extra_layout : nullptr);
+    });
+}

@@ -1,0 +1,168 @@
+// CPU backward kernels of the attention ops (ops.md sections 3 and 4). They assume the
+// arguments were validated by the entry points in src/api/backward.cpp, run on the calling
+// thread plus the worker pool (exec.num_threads), and write every element of every output.
+// Memory is O(sequence): probabilities are recomputed from q, k and the forward's lse, never
+// stored. Results are deterministic: every output element is reduced in a fixed order,
+// whatever the number of threads.
+//
+// Gradient of one query row i (head h), with S_ij = scale * q_i.k_j and the sink as an extra
+// logit whose value vector is zero:
+//   lse'_i = log(exp(lse_i) + exp(sink_h)),  P_ij = exp(S_ij - lse'_i),  D_i = dout_i.out_i
+//   dS_ij = P_ij (dout_i.v_j - D_i);  dq_i = scale sum_j dS_ij k_j;  dk_j = scale sum_i dS_ij q_i
+//   dv_j = sum_i P_ij dout_i;  dsink_h = -sum_i exp(sink_h - lse'_i) D_i
+// A row with lse'_i = +inf (no visible key, or a +inf sink) contributes nothing.
+// VVPA: the forward rotated the output by R(-pos_i), so the attention sees R(+pos_i) dout_i;
+// D_i is a dot product of two rows rotated alike, so it is taken from the given out and dout.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+#include "common/parallel.h"
+#include "common/rope.h"
+#include "mla/mla.h"
+
+namespace mla {
+namespace cpu {
+
+// Dense attention backward: dq, dk, dv (or dk alone when v aliases k), dsink.
+// Throws std::bad_alloc when scratch memory cannot be had; that happens before any output is
+// written.
+void attention_backward(const mla_attention_params &p);
+
+// Sparse prefill backward: dq, dkv (scatter-add of the key and value paths), dsink.
+// Same allocation guarantee as attention_backward.
+void sparse_prefill_backward(const mla_sparse_prefill_params &p);
+
+// Helpers shared by the two backward kernels.
+namespace bwd {
+
+// Dot product with four independent partial sums (lets the compiler vectorise it).
+template <typename T>
+inline T dot(const T *a, const T *b, int64_t n) {
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; ++i) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+// y += alpha * x
+template <typename T>
+inline void axpy(T alpha, const T *x, T *y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// Dot product of two rows in double, for D_i.
+template <typename T>
+inline double dot_wide(const T *a, const T *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += double(a[i]) * double(b[i]);
+    return s;
+}
+
+// The normaliser with the sink as an extra logit: log(exp(lse) + exp(sink)).
+inline double add_sink(double lse, double sink) {
+    double m = std::fmax(lse, sink);
+    if (std::isinf(m)) return m;  // both -inf, or either +inf
+    return m + std::log(std::exp(lse - m) + std::exp(sink - m));
+}
+
+inline bool dead_row(double lse_with_sink) {
+    return lse_with_sink == std::numeric_limits<double>::infinity();
+}
+
+// Running log-sum-exp, for recomputing lse in double (float64 inputs).
+struct OnlineLse {
+    double max = -std::numeric_limits<double>::infinity();
+    double sum = 0;
+    void add(double x) {
+        if (x > max) {
+            sum = sum * std::exp(max - x) + 1.0;
+            max = x;
+        } else {
+            sum += std::exp(x - max);
+        }
+    }
+    // +inf when no key was added: the forward's convention for a row without keys.
+    double value() const {
+        return sum > 0 ? max + std::log(sum) : std::numeric_limits<double>::infinity();
+    }
+};
+
+// cos / sin of the VVPA rotation R(+pos) of every query row, computed once so that the
+// kernels can rotate a dout row many times cheaply.
+class RowRotation {
+public:
+    // Inactive when rot.positions is NULL. d: dims of an output row.
+    RowRotation(const mla_out_rotation &rot, int64_t rows, int64_t d, int threads) {
+        if (!rot.positions || rows <= 0) return;
+        const mla_rope &r = rot.rope;
+        start_ = rope_start(r, d);
+        half_ = r.rope_dim / 2;
+        style_ = r.style;
+        cos_.resize(size_t(rows * half_));
+        sin_.resize(size_t(rows * half_));
+        RopeAngles angles(r);
+        parallel_for(rows, 256, threads, [&](int64_t begin, int64_t end, int) {
+            for (int64_t row = begin; row < end; ++row)
+                for (int64_t i = 0; i < half_; ++i)
+                    angles.cos_sin(rot.positions[row], i, &cos_[row * half_ + i],
+                                   &sin_[row * half_ + i]);
+        });
+    }
+
+    bool active() const { return half_ > 0; }
+
+    // x <- R(+pos_row) x on the rope dims (the same pairing as rotate_row).
+    template <typename T>
+    void apply(int64_t row, T *x) const {
+        const double *c = &cos_[row * half_], *s = &sin_[row * half_];
+        for (int64_t i = 0; i < half_; ++i) {
+            int64_t i0, i1;
+            if (style_ == MLA_ROPE_INTERLEAVED) {
+                i0 = start_ + 2 * i;
+                i1 = i0 + 1;
+            } else {
+                i0 = start_ + i;
+                i1 = start_ + i + half_;
+            }
+            double x0 = x[i0], x1 = x[i1];
+            x[i0] = T(x0 * c[i] - x1 * s[i]);
+            x[i1] = T(x0 * s[i] + x1 * c[i]);
+        }
+    }
+
+private:
+    int64_t start_ = 0, half_ = 0;
+    int32_t style_ = 0;
+    std::vector<double> cos_, sin_;
+};
+
+// dsink_h = -sum over the rows of head h of exp(sink_h - lse'_i) D_i, summed in row order.
+// stats are [rows, h_q]; no sink: zeros.
+template <typename Acc>
+void sink_gradient(const float *sink, float *dsink, int64_t rows, int64_t h_q,
+                   const std::vector<Acc> &D, const std::vector<Acc> &lse) {
+    if (!dsink) return;
+    for (int64_t h = 0; h < h_q; ++h) {
+        double g = 0;
+        if (sink) {
+            for (int64_t r = 0; r < rows; ++r) {
+                double l = lse[size_t(r * h_q + h)];
+                if (dead_row(l)) continue;
+                g += std::exp(double(sink[h]) - l) * double(D[size_t(r * h_q + h)]);
+            }
+        }
+        dsink[h] = float(-g);
+    }
+}
+
+}  // namespace bwd
+}  // namespace cpu
+}  // namespace mla
