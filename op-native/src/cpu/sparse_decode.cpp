@@ -22,7 +22,7 @@ struct KeySet {
     int64_t count(int64_t b) const {
         if (!keys) return 0;
         if (!keys->topk_length) return keys->topk;
-        return std::min<int64_t>(std::max<int64_t>(keys->topk_length[b], 0), keys->topk);
+        return std::min<int64_t>(keys->topk_length[b], keys->topk);
     }
 };
 

@@ -185,7 +185,7 @@ private:
                               w.q.data());
                 load_row<Acc>(p_.dout, p_.dtype, i * p_.dout_stride[0] + h * p_.dout_stride[1],
                               dv, w.dout.data());
-                if (rot_.active()) rot_.apply(i, w.dout.data());
+                ;
                 Acc prob = std::exp(scale_ * dot(w.q.data(), w.kv.data(), dqk) - L);
                 Acc dp = dot(w.dout.data(), w.kv.data(), dv);
                 axpy(scale_ * prob * (dp - D), w.q.data(), w.acc.data(), dqk);  // key path
