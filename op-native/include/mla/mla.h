@@ -351,7 +351,9 @@ mla_status mla_topk(const mla_topk_params *p);
 
 /* x [n, h, d] (strides {token, head}, last dim contiguous) -> out [n, h, d] contiguous; the
  * rope dims of token i turn by R(positions[i]) (R(-positions[i]) when inverse); the other dims
- * are copied. out may equal x when x is contiguous. */
+ * are copied. out may equal x when x is contiguous (any other overlap is an invalid argument).
+ * rope.rope_dim = 0 copies. The backward is the same call with `inverse` flipped (R is
+ * orthogonal: dx = R(p)^T dy = R(-p) dy). */
 typedef struct mla_rope_params {
     int32_t dtype;
     int64_t n, h, d;

@@ -1,7 +1,7 @@
 // Entry points of the KV cache ops (ops.md section 5): argument checks, then the CPU kernels.
 // Every argument is checked before anything is written.
 #include <algorithm>
-#include <new>
+#include <exception>
 #include <utility>
 #include <vector>
 #include "common/cache.h"
@@ -51,6 +51,7 @@ extern "C" mla_status mla_kv_quantize(const mla_quant_params *p) {
     if (!p) return fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
     mla_cache out = p->cache;
     out.data = p->cache_out ? p->cache_out : p->cache.data;
+    MLA_REQUIRE(out.data != nullptr, "%s: cache_out (or cache.data) must not be null", op);
     CacheLayout l;
     MLA_TRY(check_quant(*p, out, op, &l));
     void *dst = const_cast<void *>(out.data);
@@ -135,13 +136,14 @@ extern "C" mla_status mla_kv_append(const mla_append_params *p) {
     if (!p) return fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
     mla_cache out = p->cache;
     out.data = p->cache_out ? p->cache_out : p->cache.data;
+    MLA_REQUIRE(out.data != nullptr, "%s: cache_out (or cache.data) must not be null", op);
     CacheLayout l;
     std::vector<int64_t> slots;
     try {
         MLA_TRY(check_append(*p, out, op, &l, &slots));
-    } catch (const std::bad_alloc &) {
-        return fail(MLA_ERR_OUT_OF_MEMORY, "%s: out of host memory for %lld slots", op,
-                    (long long)(p->b * p->n_new));
+    } catch (const std::exception &) {
+        return fail(MLA_ERR_OUT_OF_MEMORY, "%s: out of host memory for the slots of %lld tokens",
+                    op, (long long)(p->b * p->n_new));
     }
     void *dst = const_cast<void *>(out.data);
     return mla::cpu::run_on_cpu(p->exec, op,

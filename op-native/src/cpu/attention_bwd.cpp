@@ -1,8 +1,11 @@
 // Dense attention backward on the CPU (ops.md section 4), FlashAttention-2 style: no score
-// matrix is kept. Pass A walks tiles of query rows (all query heads of one kv head), computes
-// D_i and the sink-aware lse of every row, and dq. Pass B walks tiles of keys of one kv head
-// and sums dk, dv over the query rows and heads that see them. Each output row is owned by
-// one work item, so no locks and a fixed summation order.
+// matrix is kept. Rows are (query, query head) pairs; a tile holds consecutive queries of one
+// sequence times the query heads of one kv head (row = query * G + head in group).
+//  Pass A, per query tile: D_i, the sink-aware lse of every row, then dq over tiles of keys.
+//  Pass B, per key tile of one kv head: dk and dv summed over the query rows that see the
+//  keys, streamed in chunks of rows.
+// Each output row is owned by one work item, so no locks and a fixed summation order. A row
+// only ever touches the keys of its causal / window range (hidden keys may hold anything).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -17,18 +20,19 @@ namespace mla {
 namespace cpu {
 namespace {
 
-using bwd::axpy;
-using bwd::dot;
+using bwd::row_accumulate;
+using bwd::row_dots;
+using bwd::row_ptr;
 
-constexpr int64_t kKeyTile = 64;       // keys loaded (converted) together
-constexpr int64_t kRowsPerItem = 64;   // query rows x grouped heads per pass-A item
+constexpr int64_t kKeyTile = 64;      // keys converted together and reused by every row
+constexpr int64_t kRowsPerTile = 64;  // (query, head) rows per query tile / row chunk
 
 struct Seq {
     int64_t q0, sq;  // first global query row, query rows
     int64_t k0, sk;  // first global key row, key rows
 };
 
-// A tile of rows [start, start + len) of sequence `seq`.
+// Rows [start, start + len) of sequence `seq` (queries for pass A, keys for pass B).
 struct Tile {
     int64_t seq, start, len;
 };
@@ -41,11 +45,12 @@ public:
           varlen_(p.cu_seqlens_q != nullptr),
           alias_(p.v == p.k),
           G_(p.h_q / p.h_kv),
+          Q_(std::max<int64_t>(1, kRowsPerTile / (p.h_q / p.h_kv))),
           threads_(p.exec.num_threads),
           scale_(Acc(p.softmax_scale)),
           refine_(p.dtype == MLA_FLOAT64),
-          rot_(p.out_rotation, varlen_ ? p.total_q : p.b * p.s_q, p.d_v, p.exec.num_threads) {
-        rows_q_ = varlen_ ? p.total_q : p.b * p.s_q;
+          rows_q_(varlen_ ? p.total_q : p.b * p.s_q),
+          rot_(p.out_rotation, rows_q_, p.d_v, p.exec.num_threads) {
         for (int64_t b = 0; b < p.b; ++b) {
             Seq s;
             if (varlen_) {
@@ -57,32 +62,24 @@ public:
                 s = Seq{b * p.s_q, p.s_q, b * p.s_k, p.s_k};
             }
             seqs_.push_back(s);
-        }
-        rows_per_tile_ = std::max<int64_t>(1, kRowsPerItem / G_);
-        for (int64_t b = 0; b < int64_t(seqs_.size()); ++b) {
-            for (int64_t i = 0; i < seqs_[b].sq; i += rows_per_tile_)
-                q_tiles_.push_back({b, i, std::min(rows_per_tile_, seqs_[b].sq - i)});
-            for (int64_t j = 0; j < seqs_[b].sk; j += kKeyTile)
-                k_tiles_.push_back({b, j, std::min(kKeyTile, seqs_[b].sk - j)});
+            for (int64_t i = 0; i < s.sq; i += Q_) q_tiles_.push_back({b, i, std::min(Q_, s.sq - i)});
+            for (int64_t j = 0; j < s.sk; j += kKeyTile)
+                k_tiles_.push_back({b, j, std::min(kKeyTile, s.sk - j)});
         }
         D_.assign(size_t(rows_q_ * p.h_q), Acc(0));
         L_.assign(size_t(rows_q_ * p.h_q), Acc(0));
-        int64_t items_a = int64_t(q_tiles_.size()) * p.h_kv;
-        int64_t items_b = int64_t(k_tiles_.size()) * p.h_kv;
-        scratch_a_.resize(size_t(plan_workers(items_a, 1, threads_)));
-        for (auto &s : scratch_a_) s.init(rows_per_tile_ * G_, p.d_qk, p.d_v);
-        scratch_b_.resize(size_t(plan_workers(items_b, 1, threads_)));
-        for (auto &s : scratch_b_) s.init(p.d_qk, p.d_v);
+        scratch_a_.resize(size_t(plan_workers(items_a(), 1, threads_)));
+        for (auto &s : scratch_a_) s.init(Q_ * G_, p.d_qk, p.d_v);
+        scratch_b_.resize(size_t(plan_workers(items_b(), 1, threads_)));
+        for (auto &s : scratch_b_) s.init(Q_ * G_, p.d_qk, p.d_v);
     }
 
     void run() {
-        int64_t items_a = int64_t(q_tiles_.size()) * p_.h_kv;
-        parallel_for(items_a, 1, threads_, [&](int64_t begin, int64_t end, int worker) {
+        parallel_for(items_a(), 1, threads_, [&](int64_t begin, int64_t end, int worker) {
             for (int64_t it = begin; it < end; ++it)
                 query_tile(q_tiles_[size_t(it / p_.h_kv)], it % p_.h_kv, scratch_a_[size_t(worker)]);
         });
-        int64_t items_b = int64_t(k_tiles_.size()) * p_.h_kv;
-        parallel_for(items_b, 1, threads_, [&](int64_t begin, int64_t end, int worker) {
+        parallel_for(items_b(), 1, threads_, [&](int64_t begin, int64_t end, int worker) {
             for (int64_t it = begin; it < end; ++it)
                 key_tile(k_tiles_[size_t(it / p_.h_kv)], it % p_.h_kv, scratch_b_[size_t(worker)]);
         });
@@ -90,18 +87,31 @@ public:
     }
 
 private:
+    // A converted key tile: row pointers for the keys and for the values (which point into
+    // the key rows when v aliases k).
+    struct KeyTileBuf {
+        std::vector<Acc> k, v;
+        std::vector<const Acc *> kp, vp;
+        void init(int64_t dqk, int64_t dv) {
+            k.resize(size_t(kKeyTile * dqk));
+            v.resize(size_t(kKeyTile * dv));
+            kp.resize(size_t(kKeyTile));
+            vp.resize(size_t(kKeyTile));
+        }
+    };
     struct ScratchA {
-        std::vector<Acc> q, dout, out, dq, ktile, vtile;
-        std::vector<Acc> D, L;
+        KeyTileBuf tile;
+        std::vector<Acc> q, dout, out, dq, s, dp, D, L;
         std::vector<int64_t> lo, hi;
         std::vector<bwd::OnlineLse> lse;
         void init(int64_t rows, int64_t dqk, int64_t dv) {
+            tile.init(dqk, dv);
             q.resize(size_t(rows * dqk));
             dq.resize(size_t(rows * dqk));
             dout.resize(size_t(rows * dv));
             out.resize(size_t(dv));
-            ktile.resize(size_t(kKeyTile * dqk));
-            vtile.resize(size_t(kKeyTile * dv));
+            s.resize(size_t(kKeyTile));
+            dp.resize(size_t(kKeyTile));
             D.resize(size_t(rows));
             L.resize(size_t(rows));
             lo.resize(size_t(rows));
@@ -110,16 +120,31 @@ private:
         }
     };
     struct ScratchB {
-        std::vector<Acc> q, dout, ktile, vtile, dk, dv;
-        void init(int64_t dqk, int64_t dv_) {
-            q.resize(size_t(dqk));
-            dout.resize(size_t(dv_));
-            ktile.resize(size_t(kKeyTile * dqk));
-            vtile.resize(size_t(kKeyTile * dv_));
+        KeyTileBuf tile;
+        std::vector<Acc> dk, dv;       // [kKeyTile, d] accumulators
+        std::vector<Acc> q, dout;      // converted rows of a chunk
+        std::vector<const Acc *> qp, dp_rows;
+        std::vector<Acc> wk, wv;       // [kKeyTile, rows]: scale * dS and P, transposed
+        std::vector<Acc> s, dp;
+        std::vector<int64_t> query;    // query of each live row of the chunk
+        void init(int64_t rows, int64_t dqk, int64_t dv_) {
+            tile.init(dqk, dv_);
             dk.resize(size_t(kKeyTile * dqk));
             dv.resize(size_t(kKeyTile * dv_));
+            q.resize(size_t(rows * dqk));
+            dout.resize(size_t(rows * dv_));
+            qp.resize(size_t(rows));
+            dp_rows.resize(size_t(rows));
+            wk.resize(size_t(kKeyTile * rows));
+            wv.resize(size_t(kKeyTile * rows));
+            s.resize(size_t(kKeyTile));
+            dp.resize(size_t(kKeyTile));
+            query.resize(size_t(rows));
         }
     };
+
+    int64_t items_a() const { return int64_t(q_tiles_.size()) * p_.h_kv; }
+    int64_t items_b() const { return int64_t(k_tiles_.size()) * p_.h_kv; }
 
     // Element offset of row i of sequence b, head h, in a tensor with strides st.
     int64_t offset(const int64_t *st, int64_t b, int64_t row0, int64_t i, int64_t h) const {
@@ -144,31 +169,29 @@ private:
         *hi = std::max(*lo, h);
     }
 
-    // Converts keys [j0, j0 + n) of kv head hk into the tiles (values only when not aliased).
-    void load_keys(const Seq &s, int64_t b, int64_t hk, int64_t j0, int64_t n, Acc *ktile,
-                   Acc *vtile) const {
+    // Converts keys [j0, j0 + n) of kv head hk; kp[j] / vp[j] index the tile from 0.
+    void load_keys(const Seq &s, int64_t b, int64_t hk, int64_t j0, int64_t n, KeyTileBuf &t,
+                   bool values) const {
         for (int64_t j = 0; j < n; ++j) {
-            load_row<Acc>(p_.k, p_.dtype, offset(p_.k_stride, b, s.k0, j0 + j, hk), p_.d_qk,
-                          ktile + j * p_.d_qk);
-            if (!alias_)
-                load_row<Acc>(p_.v, p_.dtype, offset(p_.v_stride, b, s.k0, j0 + j, hk), p_.d_v,
-                              vtile + j * p_.d_v);
+            t.kp[size_t(j)] = row_ptr<Acc>(p_.k, p_.dtype, offset(p_.k_stride, b, s.k0, j0 + j, hk),
+                                           p_.d_qk, &t.k[size_t(j * p_.d_qk)]);
+            if (!values) continue;
+            t.vp[size_t(j)] = alias_ ? t.kp[size_t(j)]
+                                     : row_ptr<Acc>(p_.v, p_.dtype,
+                                                    offset(p_.v_stride, b, s.k0, j0 + j, hk),
+                                                    p_.d_v, &t.v[size_t(j * p_.d_v)]);
         }
-    }
-
-    const Acc *value_row(const Acc *ktile, const Acc *vtile, int64_t j) const {
-        return alias_ ? ktile + j * p_.d_qk : vtile + j * p_.d_v;
     }
 
     int64_t lse_index(int64_t b, int64_t h, int64_t i, int64_t global_row) const {
         return varlen_ ? h * p_.total_q + global_row : (b * p_.h_q + h) * p_.s_q + i;
     }
 
-    // Pass A: rows of one query tile for the G query heads of kv head hk.
+    // Pass A: the rows of one query tile for the G query heads of kv head hk.
     void query_tile(const Tile &t, int64_t hk, ScratchA &w) {
         const Seq &s = seqs_[size_t(t.seq)];
         const int64_t dqk = p_.d_qk, dv = p_.d_v, R = t.len * G_;
-        int64_t klo = s.sk, khi = 0;  // keys any live row of the tile attends
+        int64_t klo = s.sk, khi = 0;  // keys that some row of the tile attends
         for (int64_t r = 0; r < R; ++r) {
             int64_t i = t.start + r / G_, h = hk * G_ + r % G_, gi = s.q0 + i;
             Acc *q = &w.q[size_t(r * dqk)], *dout = &w.dout[size_t(r * dv)];
@@ -197,19 +220,17 @@ private:
         }
         for (int64_t j0 = klo; j0 < khi; j0 += kKeyTile) {
             int64_t n = std::min(kKeyTile, khi - j0);
-            load_keys(s, t.seq, hk, j0, n, w.ktile.data(), w.vtile.data());
+            load_keys(s, t.seq, hk, j0, n, w.tile, true);
             for (int64_t r = 0; r < R; ++r) {
-                Acc L = w.L[size_t(r)], D = w.D[size_t(r)];
+                const Acc L = w.L[size_t(r)], D = w.D[size_t(r)];
                 if (bwd::dead_row(L)) continue;
-                int64_t jl = std::max(w.lo[size_t(r)], j0), jh = std::min(w.hi[size_t(r)], j0 + n);
-                const Acc *q = &w.q[size_t(r * dqk)], *dout = &w.dout[size_t(r * dv)];
-                Acc *dq = &w.dq[size_t(r * dqk)];
-                for (int64_t j = jl; j < jh; ++j) {
-                    const Acc *k = &w.ktile[size_t((j - j0) * dqk)];
-                    Acc prob = std::exp(scale_ * dot(q, k, dqk) - L);
-                    Acc dp = dot(dout, value_row(w.ktile.data(), w.vtile.data(), j - j0), dv);
-                    axpy(prob * (dp - D), k, dq, dqk);
-                }
+                int64_t a = std::max(w.lo[size_t(r)], j0) - j0, e = std::min(w.hi[size_t(r)], j0 + n) - j0;
+                if (a >= e) continue;
+                Acc *sc = w.s.data(), *dp = w.dp.data();
+                row_dots(&w.q[size_t(r * dqk)], w.tile.kp.data(), a, e, dqk, sc);
+                row_dots(&w.dout[size_t(r * dv)], w.tile.vp.data(), a, e, dv, dp);
+                for (int64_t j = a; j < e; ++j) sc[j] = std::exp(scale_ * sc[j] - L) * (dp[j] - D);
+                row_accumulate(&w.dq[size_t(r * dqk)], sc, w.tile.kp.data(), a, e, dqk);
             }
         }
         for (int64_t r = 0; r < R; ++r) {
@@ -225,59 +246,81 @@ private:
     void recompute_lse(const Seq &s, const Tile &t, int64_t hk, int64_t klo, int64_t khi,
                        ScratchA &w) {
         const int64_t dqk = p_.d_qk, R = t.len * G_;
-        std::vector<bwd::OnlineLse> &acc = w.lse;
-        std::fill_n(acc.begin(), R, bwd::OnlineLse());
+        std::fill_n(w.lse.begin(), R, bwd::OnlineLse());
         for (int64_t j0 = klo; j0 < khi; j0 += kKeyTile) {
             int64_t n = std::min(kKeyTile, khi - j0);
-            for (int64_t j = 0; j < n; ++j)
-                load_row<Acc>(p_.k, p_.dtype, offset(p_.k_stride, t.seq, s.k0, j0 + j, hk), dqk,
-                              &w.ktile[size_t(j * dqk)]);
+            load_keys(s, t.seq, hk, j0, n, w.tile, false);
             for (int64_t r = 0; r < R; ++r) {
-                int64_t jl = std::max(w.lo[size_t(r)], j0), jh = std::min(w.hi[size_t(r)], j0 + n);
-                for (int64_t j = jl; j < jh; ++j)
-                    acc[size_t(r)].add(double(scale_ * dot(&w.q[size_t(r * dqk)],
-                                                           &w.ktile[size_t((j - j0) * dqk)], dqk)));
+                int64_t a = std::max(w.lo[size_t(r)], j0) - j0, e = std::min(w.hi[size_t(r)], j0 + n) - j0;
+                if (a >= e) continue;
+                row_dots(&w.q[size_t(r * dqk)], w.tile.kp.data(), a, e, dqk, w.s.data());
+                for (int64_t j = a; j < e; ++j) w.lse[size_t(r)].add(double(scale_ * w.s[size_t(j)]));
             }
         }
-        for (int64_t r = 0; r < R; ++r) w.L[size_t(r)] = Acc(acc[size_t(r)].value());
+        for (int64_t r = 0; r < R; ++r) w.L[size_t(r)] = Acc(w.lse[size_t(r)].value());
     }
 
-    // Pass B: dk and dv of one key tile of kv head hk.
+    // Pass B: dk and dv of one key tile [j0, j0 + n) of kv head hk.
     void key_tile(const Tile &t, int64_t hk, ScratchB &w) {
         const Seq &s = seqs_[size_t(t.seq)];
-        const int64_t dqk = p_.d_qk, dv = p_.d_v, j0 = t.start, n = t.len;
+        const int64_t dqk = p_.d_qk, dv = p_.d_v, j0 = t.start, n = t.len, shift = s.sk - s.sq;
+        const int64_t rows = Q_ * G_;  // row stride of wk / wv
         std::fill_n(w.dk.data(), n * dqk, Acc(0));
         std::fill_n(w.dv.data(), n * dv, Acc(0));
         int64_t ilo, ihi;
         query_range(s, j0, j0 + n, &ilo, &ihi);
-        if (ilo < ihi) load_keys(s, t.seq, hk, j0, n, w.ktile.data(), w.vtile.data());
-        for (int64_t i = ilo; i < ihi; ++i) {
-            int64_t lo, hi;
-            key_range(s, i, &lo, &hi);
-            int64_t jl = std::max(lo, j0), jh = std::min(hi, j0 + n);
-            if (jl >= jh) continue;
-            int64_t gi = s.q0 + i;
-            for (int64_t g = 0; g < G_; ++g) {
-                int64_t h = hk * G_ + g;
-                Acc L = L_[size_t(gi * p_.h_q + h)], D = D_[size_t(gi * p_.h_q + h)];
-                if (bwd::dead_row(L)) continue;
-                load_row<Acc>(p_.q, p_.dtype, offset(p_.q_stride, t.seq, s.q0, i, h), dqk,
-                              w.q.data());
-                load_row<Acc>(p_.dout, p_.dtype, offset(p_.dout_stride, t.seq, s.q0, i, h), dv,
-                              w.dout.data());
-                if (rot_.active()) rot_.apply(gi, w.dout.data());
-                for (int64_t j = jl; j < jh; ++j) {
-                    const Acc *k = &w.ktile[size_t((j - j0) * dqk)];
-                    Acc prob = std::exp(scale_ * dot(w.q.data(), k, dqk) - L);
-                    Acc dp = dot(w.dout.data(), value_row(w.ktile.data(), w.vtile.data(), j - j0), dv);
-                    axpy(prob, w.dout.data(), &w.dv[size_t((j - j0) * dv)], dv);
-                    axpy(prob * (dp - D), w.q.data(), &w.dk[size_t((j - j0) * dqk)], dqk);
+        if (ilo < ihi) load_keys(s, t.seq, hk, j0, n, w.tile, true);
+        for (int64_t i0 = ilo; i0 < ihi; i0 += Q_) {
+            const int64_t i1 = std::min(ihi, i0 + Q_);
+            // Live rows of the chunk, in (query, head) order.
+            int64_t R = 0;
+            for (int64_t i = i0; i < i1; ++i) {
+                int64_t lo, hi;
+                key_range(s, i, &lo, &hi);
+                int64_t a = std::max(lo, j0) - j0, e = std::min(hi, j0 + n) - j0;
+                if (a >= e) continue;
+                int64_t gi = s.q0 + i;
+                for (int64_t g = 0; g < G_; ++g) {
+                    int64_t h = hk * G_ + g;
+                    const Acc L = L_[size_t(gi * p_.h_q + h)], D = D_[size_t(gi * p_.h_q + h)];
+                    if (bwd::dead_row(L)) continue;
+                    const Acc *q = row_ptr<Acc>(p_.q, p_.dtype, offset(p_.q_stride, t.seq, s.q0, i, h),
+                                                dqk, &w.q[size_t(R * dqk)]);
+                    Acc *dout = &w.dout[size_t(R * dv)];
+                    load_row<Acc>(p_.dout, p_.dtype, offset(p_.dout_stride, t.seq, s.q0, i, h), dv, dout);
+                    if (rot_.active()) rot_.apply(gi, dout);
+                    w.qp[size_t(R)] = q;
+                    w.dp_rows[size_t(R)] = dout;
+                    w.query[size_t(R)] = i;
+                    Acc *sc = w.s.data(), *dp = w.dp.data();
+                    row_dots(q, w.tile.kp.data(), a, e, dqk, sc);
+                    row_dots(dout, w.tile.vp.data(), a, e, dv, dp);
+                    for (int64_t j = a; j < e; ++j) {
+                        Acc prob = std::exp(scale_ * sc[j] - L);
+                        w.wv[size_t(j * rows + R)] = prob;
+                        w.wk[size_t(j * rows + R)] = scale_ * prob * (dp[j] - D);
+                    }
+                    ++R;
                 }
+            }
+            if (R == 0) continue;
+            // Key j takes the rows whose query sees it: a contiguous run, since visibility
+            // depends on the query only and rows are in query order.
+            const int64_t *qb = w.query.data(), *qe = qb + R;
+            for (int64_t j = 0; j < n; ++j) {
+                int64_t first = p_.causal ? j0 + j - shift : std::numeric_limits<int64_t>::min();
+                int64_t last = p_.window > 0 ? j0 + j - shift + p_.window  // exclusive
+                                             : std::numeric_limits<int64_t>::max();
+                int64_t r0 = std::lower_bound(qb, qe, first) - qb;
+                int64_t r1 = std::lower_bound(qb, qe, last) - qb;
+                if (r0 >= r1) continue;
+                const Acc *wk = &w.wk[size_t(j * rows)], *wv = &w.wv[size_t(j * rows)];
+                row_accumulate(&w.dk[size_t(j * dqk)], wk, w.qp.data(), r0, r1, dqk);
+                row_accumulate(&w.dv[size_t(j * dv)], wv, w.dp_rows.data(), r0, r1, dv);
             }
         }
         for (int64_t j = 0; j < n; ++j) {
             Acc *dk = &w.dk[size_t(j * dqk)], *dvr = &w.dv[size_t(j * dv)];
-            for (int64_t c = 0; c < dqk; ++c) dk[c] *= scale_;
             int64_t row = (s.k0 + j0 + j) * p_.h_kv + hk;
             if (alias_) {
                 // Absorbed form: the value is the first d_v dims of the key row.
@@ -291,12 +334,12 @@ private:
 
     const mla_attention_params &p_;
     const bool varlen_, alias_;
-    const int64_t G_;
+    const int64_t G_, Q_;  // query heads per kv head; queries per tile / chunk
     const int threads_;
     const Acc scale_;
     const bool refine_;
+    const int64_t rows_q_;
     const bwd::RowRotation rot_;
-    int64_t rows_q_ = 0, rows_per_tile_ = 1;
     std::vector<Seq> seqs_;
     std::vector<Tile> q_tiles_, k_tiles_;
     std::vector<Acc> D_, L_;  // per (query row, head): D_i and the sink-aware lse

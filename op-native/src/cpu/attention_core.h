@@ -1,6 +1,6 @@
-// The arithmetic shared by the CPU attention kernels: small dot-product and P.V blocks written
-// so that -O3 vectorises them, and the online-softmax accumulator that folds tiles of keys into
-// the running (max, sum, weighted value sum) of a set of query rows.
+// The arithmetic shared by the CPU attention kernels: dot-product and P.V blocks on explicit
+// vectors, and the online-softmax accumulator that folds tiles of keys into the running
+// (max, sum, weighted value sum) of a set of query rows.
 //
 // A unit of work holds `rows` query rows (e.g. every query head of one KV-head group, or a few
 // queries times those heads) that attend the same key sequence, each row within its own
@@ -10,14 +10,24 @@
 // once and reused by every query row of the unit.
 //
 // Accumulator types: float for float32 / bfloat16 / float16 inputs, double for float64.
+// The micro kernels take the vector width VB in bytes: 16 for the x86-64-v2 baseline (SSE),
+// 32 inside functions compiled for AVX2 (add_tile picks one at run time). They are forced
+// inline so that they always take the instruction set of the function that uses them.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 #include "common/dtype.h"
 #include "common/rope.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MLA_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MLA_ALWAYS_INLINE inline
+#endif
 
 namespace mla {
 namespace cpu {
@@ -25,63 +35,91 @@ namespace cpu {
 // Keys folded into the softmax state at a time.
 constexpr int64_t kKeyTile = 64;
 
-// Independent partial sums per dot product: enough lanes for two SSE registers of floats.
-template <typename A>
-struct Lanes {
-    static constexpr int value = 16 / sizeof(A) * 2;
-};
-
 // The mla_dtype whose elements are the accumulator type itself (rows of it need no copy).
 template <typename A>
 constexpr int32_t native_dtype() {
     return sizeof(A) == 8 ? MLA_FLOAT64 : MLA_FLOAT32;
 }
 
+// ---- vectors (GCC / Clang vector extensions) ---------------------------------------------------
+
+template <typename A, int VB>
+struct Simd {
+    typedef A V __attribute__((vector_size(VB)));
+    static constexpr int N = VB / int(sizeof(A));
+};
+
+// Vectors pass by reference only: a by-value vector wider than the baseline registers would
+// have a different calling convention in the two instruction sets.
+template <typename A, int VB>
+MLA_ALWAYS_INLINE void vload(typename Simd<A, VB>::V &v, const A *p) {
+    std::memcpy(&v, p, sizeof v);
+}
+
+template <typename A, int VB>
+MLA_ALWAYS_INLINE void vstore(A *p, const typename Simd<A, VB>::V &v) {
+    std::memcpy(p, &v, sizeof v);
+}
+
+template <typename A, int VB>
+MLA_ALWAYS_INLINE A vsum(const typename Simd<A, VB>::V &v) {
+    A s = A(0);
+    for (int l = 0; l < Simd<A, VB>::N; ++l) s += v[l];
+    return s;
+}
+
 // ---- micro kernels -------------------------------------------------------------------------
 
 // out[r * C + c] = q[r] . k[c] over n dims, R query rows times C key rows per call, so each
-// loaded element feeds several products.
-template <typename A, int R, int C>
-inline void dot_block(const A *const *q, const A *const *k, int64_t n, A *out) {
-    constexpr int L = Lanes<A>::value;
-    A acc[R][C][L];
+// loaded vector feeds several products; the R * C accumulators stay in registers.
+template <typename A, int VB, int R, int C>
+MLA_ALWAYS_INLINE void dot_block(const A *const *q, const A *const *k, int64_t n, A *out) {
+    typedef typename Simd<A, VB>::V V;
+    constexpr int N = Simd<A, VB>::N;
+    V acc[R][C];
     for (int r = 0; r < R; ++r)
-        for (int c = 0; c < C; ++c)
-            for (int l = 0; l < L; ++l) acc[r][c][l] = A(0);
+        for (int c = 0; c < C; ++c) acc[r][c] = V{};
     int64_t i = 0;
-    for (; i + L <= n; i += L)
-        for (int r = 0; r < R; ++r)
-            for (int c = 0; c < C; ++c)
-                for (int l = 0; l < L; ++l) acc[r][c][l] += q[r][i + l] * k[c][i + l];
+    for (; i + N <= n; i += N) {
+        V kv[C];
+        for (int c = 0; c < C; ++c) vload<A, VB>(kv[c], k[c] + i);
+        for (int r = 0; r < R; ++r) {
+            V qv;
+            vload<A, VB>(qv, q[r] + i);
+            for (int c = 0; c < C; ++c) acc[r][c] += qv * kv[c];
+        }
+    }
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < C; ++c) {
-            A s = A(0);
-            for (int l = 0; l < L; ++l) s += acc[r][c][l];
+            A s = vsum<A, VB>(acc[r][c]);
             for (int64_t j = i; j < n; ++j) s += q[r][j] * k[c][j];
             out[r * C + c] = s;
         }
 }
 
-// acc[r][0..d) += sum_j p[r][j] * v[j][0..d) for R rows and the keys j in [j0, j1); the
-// accumulator slice stays in registers while the keys stream past.
-template <typename A, int R>
-inline void pv_block(A *acc, int64_t acc_stride, const A *p, int64_t p_stride,
-                     const A *const *v, int64_t j0, int64_t j1, int64_t d) {
-    constexpr int W = Lanes<A>::value;
+// acc[r][0..d) += sum_j p[r][j] * v[j][0..d) for R rows and the keys j in [j0, j1). A slice of
+// W vectors per row stays in registers while the keys stream past.
+template <typename A, int VB, int R>
+MLA_ALWAYS_INLINE void pv_block(A *acc, int64_t acc_stride, const A *p, int64_t p_stride,
+                                const A *const *v, int64_t j0, int64_t j1, int64_t d) {
+    typedef typename Simd<A, VB>::V V;
+    constexpr int N = Simd<A, VB>::N;
+    constexpr int W = R >= 4 ? 2 : 4;
     int64_t c = 0;
-    for (; c + W <= d; c += W) {
-        A a[R][W];
+    for (; c + W * N <= d; c += W * N) {
+        V a[R][W];
         for (int r = 0; r < R; ++r)
-            for (int l = 0; l < W; ++l) a[r][l] = acc[r * acc_stride + c + l];
+            for (int w = 0; w < W; ++w) vload<A, VB>(a[r][w], acc + r * acc_stride + c + w * N);
         for (int64_t j = j0; j < j1; ++j) {
-            const A *vj = v[j] + c;
+            V x[W];
+            for (int w = 0; w < W; ++w) vload<A, VB>(x[w], v[j] + c + w * N);
             for (int r = 0; r < R; ++r) {
                 A pr = p[r * p_stride + j];
-                for (int l = 0; l < W; ++l) a[r][l] += pr * vj[l];
+                for (int w = 0; w < W; ++w) a[r][w] += pr * x[w];
             }
         }
         for (int r = 0; r < R; ++r)
-            for (int l = 0; l < W; ++l) acc[r * acc_stride + c + l] = a[r][l];
+            for (int w = 0; w < W; ++w) vstore<A, VB>(acc + r * acc_stride + c + w * N, a[r][w]);
     }
     for (; c < d; ++c)
         for (int r = 0; r < R; ++r) {
@@ -91,10 +129,100 @@ inline void pv_block(A *acc, int64_t acc_stride, const A *p, int64_t p_stride,
         }
 }
 
+// s[r * kKeyTile + jb + x] = scale * q[r] . key (jb + x) for R query rows (row r at
+// q + r * q_stride) and the C * N keys from jb, with the tile's keys transposed: kt [d][kKeyTile].
+// Outer products (a broadcast query element times a vector of keys) leave R * C vector
+// accumulators that need no horizontal sum.
+template <typename A, int VB, int R, int C>
+MLA_ALWAYS_INLINE void score_block(const A *q, int64_t q_stride, const A *kt, int64_t d,
+                                   int64_t jb, A scale, A *s) {
+    typedef typename Simd<A, VB>::V V;
+    constexpr int N = Simd<A, VB>::N;
+    V acc[R][C];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < C; ++c) acc[r][c] = V{};
+    for (int64_t i = 0; i < d; ++i) {
+        V kv[C];
+        for (int c = 0; c < C; ++c) vload<A, VB>(kv[c], kt + i * kKeyTile + jb + c * N);
+        for (int r = 0; r < R; ++r) {
+            V b = V{} + q[r * q_stride + i];
+            for (int c = 0; c < C; ++c) acc[r][c] += b * kv[c];
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < C; ++c) {
+            V out = acc[r][c] * scale;
+            vstore<A, VB>(s + r * kKeyTile + jb + c * N, out);
+        }
+}
+
+// exp(x) for x <= 0 on a float vector, in place: 2^n times a polynomial on [-ln2/2, ln2/2]
+// (relative error about 1e-7); x below -87.3 (-inf included) gives 0, NaN stays NaN.
+template <int VB>
+MLA_ALWAYS_INLINE void vexp_nonpositive(typename Simd<float, VB>::V &x) {
+    typedef typename Simd<float, VB>::V V;
+    typedef int32_t I __attribute__((vector_size(VB)));
+    const V lo = V{} - 87.33654f;
+    I zero_out = x < lo;  // -1 where the result underflows; false for NaN
+    V xc = x;
+    I xb, lb;
+    std::memcpy(&xb, &xc, sizeof xb);
+    std::memcpy(&lb, &lo, sizeof lb);
+    xb = (lb & zero_out) | (xb & ~zero_out);  // clamp, so the exponent below stays in range
+    std::memcpy(&xc, &xb, sizeof xc);
+    // n = round(x / ln2): for x <= 0, truncating x / ln2 - 0.5 rounds to nearest.
+    I n = __builtin_convertvector(xc * 1.44269504088896341f - 0.5f, I);
+    V nf = __builtin_convertvector(n, V);
+    V r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;  // x - n ln2 in two parts
+    V p = V{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    I two_n_bits = (n + 127) << 23;
+    V two_n;
+    std::memcpy(&two_n, &two_n_bits, sizeof two_n);
+    V y = p * two_n;
+    I yb;
+    std::memcpy(&yb, &y, sizeof yb);
+    yb &= ~zero_out;
+    std::memcpy(&x, &yb, sizeof x);
+}
+
+// s[j] = exp(s[j] - m) for j in [j0, j1); returns their sum. Vectorised for float; double keeps
+// the library exp (float64 is the precision path used for gradient checks).
+template <typename A, int VB>
+MLA_ALWAYS_INLINE A exp_shifted(A *s, int64_t j0, int64_t j1, A m) {
+    A sum = A(0);
+    int64_t j = j0;
+    if (sizeof(A) == 4) {
+        typedef typename Simd<float, VB>::V V;
+        constexpr int N = Simd<float, VB>::N;
+        V vs = V{};
+        for (; j + N <= j1; j += N) {
+            V x;
+            vload<float, VB>(x, reinterpret_cast<float *>(s) + j);
+            x -= float(m);
+            vexp_nonpositive<VB>(x);
+            vstore<float, VB>(reinterpret_cast<float *>(s) + j, x);
+            vs += x;
+        }
+        sum = A(vsum<float, VB>(vs));
+    }
+    for (; j < j1; ++j) {
+        s[j] = std::exp(s[j] - m);
+        sum += s[j];
+    }
+    return sum;
+}
+
 // ---- online softmax --------------------------------------------------------------------------
 
 // Running state of `rows` query rows: max score m, sum of exp(P - m) l, and the value sum
-// acc [rows, d_v] weighted by exp(P - m). Memory is owned by the caller (rows * (d_v + 2)).
+// acc [rows, d_v] weighted by exp(P - m), meaningful once l > 0. Memory is owned by the
+// caller (rows * (d_v + 2)).
 template <typename A>
 struct SoftmaxState {
     int64_t rows = 0, d_v = 0;
@@ -110,10 +238,11 @@ struct SoftmaxState {
         acc = mem + 2 * n_rows;
     }
 
+    // acc is not cleared: a row's acc is written when the row gets its first key, and a row
+    // without keys (l = 0) is never read.
     void reset() {
         std::fill(m, m + rows, -std::numeric_limits<A>::infinity());
         std::fill(l, l + rows, A(0));
-        std::fill(acc, acc + rows * d_v, A(0));
     }
 };
 
@@ -129,103 +258,145 @@ struct KeyTile {
 // Softmax update of one row whose scores s[j0..j1) are set; turns them into exp(s - m_new)
 // in place and rescales the row's state. Returns false when the row gains nothing (no key, or
 // every score is -inf), in which case the P.V step must be skipped for it.
-template <typename A>
-inline bool softmax_update(SoftmaxState<A> &st, int64_t r, A *s, int64_t j0, int64_t j1) {
+template <typename A, int VB>
+MLA_ALWAYS_INLINE bool softmax_update(SoftmaxState<A> &st, int64_t r, A *s, int64_t j0,
+                                      int64_t j1) {
     if (j0 >= j1) return false;
     A tmax = -std::numeric_limits<A>::infinity();
     for (int64_t j = j0; j < j1; ++j) tmax = s[j] > tmax ? s[j] : tmax;
-    A m_old = st.m[r];
-    A m_new = tmax > m_old ? tmax : m_old;
+    const A m_old = st.m[r];
+    const A m_new = tmax > m_old ? tmax : m_old;
     if (m_new == -std::numeric_limits<A>::infinity()) return false;
-    A sum = A(0);
-    for (int64_t j = j0; j < j1; ++j) {
-        s[j] = std::exp(s[j] - m_new);
-        sum += s[j];
-    }
-    if (m_new != m_old) {
-        A alpha = std::exp(m_old - m_new);  // 0 while the row was empty
-        A *acc = st.acc + r * st.d_v;
+    const A sum = exp_shifted<A, VB>(s, j0, j1, m_new);
+    A *acc = st.acc + r * st.d_v;
+    if (st.l[r] == A(0)) {
+        std::fill(acc, acc + st.d_v, A(0));  // first keys of the row
+    } else if (m_new != m_old) {
+        const A alpha = std::exp(m_old - m_new);
         for (int64_t c = 0; c < st.d_v; ++c) acc[c] *= alpha;
         st.l[r] *= alpha;
-        st.m[r] = m_new;
     }
+    st.m[r] = m_new;
     st.l[r] += sum;
     return true;
 }
 
-// Scores, softmax update and P.V of one row over the tile keys [j0, j1), four keys per
-// dot-product block.
-template <typename A>
-inline void add_tile_row(SoftmaxState<A> &st, int64_t r, const A *q, int64_t d_qk, A scale,
-                         const KeyTile<A> &t, int64_t j0, int64_t j1, A *scores) {
+// One row over the tile keys [j0, j1) with the keys as row pointers: dot products four keys at
+// a time. Used when a unit has fewer than four rows (transposing the tile would not pay).
+template <typename A, int VB>
+MLA_ALWAYS_INLINE void add_tile_row(SoftmaxState<A> &st, int64_t r, const A *q, int64_t d_qk,
+                                    A scale, const KeyTile<A> &t, int64_t j0, int64_t j1,
+                                    A *scores) {
     if (j0 >= j1) return;
     A *s = scores + r * kKeyTile;
     const A *qr = q + r * d_qk;
     int64_t j = j0;
     for (; j + 4 <= j1; j += 4) {
         A out[4];
-        dot_block<A, 1, 4>(&qr, &t.k[j], d_qk, out);
+        dot_block<A, VB, 1, 4>(&qr, &t.k[j], d_qk, out);
         for (int i = 0; i < 4; ++i) s[j + i] = out[i] * scale;
     }
     for (; j < j1; ++j) {
         A out;
-        dot_block<A, 1, 1>(&qr, &t.k[j], d_qk, &out);
+        dot_block<A, VB, 1, 1>(&qr, &t.k[j], d_qk, &out);
         s[j] = out * scale;
     }
-    if (softmax_update(st, r, s, j0, j1))
-        pv_block<A, 1>(st.acc + r * st.d_v, st.d_v, s, kKeyTile, t.v, j0, j1, st.d_v);
+    if (softmax_update<A, VB>(st, r, s, j0, j1))
+        pv_block<A, VB, 1>(st.acc + r * st.d_v, st.d_v, s, kKeyTile, t.v, j0, j1, st.d_v);
 }
 
-// Folds a tile of keys into the state. q: [rows, d_qk] contiguous. Row r attends the tile keys
-// [lo[r], hi[r]) (all n when lo is null). scores: scratch of rows * kKeyTile.
-// Keys outside a row's range are never part of its sums (they may hold NaN).
-template <typename A>
-void add_tile(SoftmaxState<A> &st, const A *q, int64_t d_qk, A scale, const KeyTile<A> &t,
-              const int32_t *lo, const int32_t *hi, A *scores) {
+// One row over the tile keys [j0, j1) with the keys transposed in kt. Scores are computed for
+// whole vector chunks around the range; the extra ones are never read.
+template <typename A, int VB>
+MLA_ALWAYS_INLINE void add_tile_row_t(SoftmaxState<A> &st, int64_t r, const A *q, int64_t d_qk,
+                                      A scale, const KeyTile<A> &t, const A *kt, int64_t j0,
+                                      int64_t j1, A *scores) {
+    constexpr int64_t chunk = 4 * Simd<A, VB>::N;
+    if (j0 >= j1) return;
+    A *s = scores + r * kKeyTile;
+    for (int64_t jb = j0 / chunk * chunk; jb < j1; jb += chunk)
+        score_block<A, VB, 1, 4>(q + r * d_qk, d_qk, kt, d_qk, jb, scale, s);
+    if (softmax_update<A, VB>(st, r, s, j0, j1))
+        pv_block<A, VB, 1>(st.acc + r * st.d_v, st.d_v, s, kKeyTile, t.v, j0, j1, st.d_v);
+}
+
+// add_tile for one vector width; see add_tile.
+template <typename A, int VB>
+MLA_ALWAYS_INLINE void add_tile_impl(SoftmaxState<A> &st, const A *q, int64_t d_qk, A scale,
+                                     const KeyTile<A> &t, const int32_t *lo, const int32_t *hi,
+                                     A *scores, A *kt) {
+    static_assert(kKeyTile % (4 * Simd<A, VB>::N) == 0, "tile must hold whole key chunks");
     const int64_t n = t.n, d_v = st.d_v;
     if (n == 0) return;
+    if (st.rows < 4) {
+        for (int64_t r = 0; r < st.rows; ++r)
+            add_tile_row<A, VB>(st, r, q, d_qk, scale, t, lo ? lo[r] : 0, lo ? hi[r] : n, scores);
+        return;
+    }
+    // Keys transposed once per tile: kt [d_qk][kKeyTile].
+    for (int64_t j = 0; j < n; ++j) {
+        const A *k = t.k[j];
+        for (int64_t i = 0; i < d_qk; ++i) kt[i * kKeyTile + j] = k[i];
+    }
+    constexpr int64_t chunk = 2 * Simd<A, VB>::N;
     int64_t r = 0;
     // Blocks of four rows with one key range (all heads of a query, or the whole unit when the
-    // ranges are shared): each key row feeds four dot products and four P.V rows.
+    // ranges are shared): each loaded key vector feeds four rows, in the scores and in P.V.
     for (; r + 4 <= st.rows; r += 4) {
         int64_t j0 = lo ? lo[r] : 0, j1 = lo ? hi[r] : n;
         bool uniform = !lo || (lo[r + 1] == j0 && lo[r + 2] == j0 && lo[r + 3] == j0 &&
                                hi[r + 1] == j1 && hi[r + 2] == j1 && hi[r + 3] == j1);
         if (!uniform) {
             for (int i = 0; i < 4; ++i)
-                add_tile_row(st, r + i, q, d_qk, scale, t, lo[r + i], hi[r + i], scores);
+                add_tile_row_t<A, VB>(st, r + i, q, d_qk, scale, t, kt, lo[r + i], hi[r + i],
+                                      scores);
             continue;
         }
         if (j0 >= j1) continue;
         A *s = scores + r * kKeyTile;
-        const A *qr[4] = {q + r * d_qk, q + (r + 1) * d_qk, q + (r + 2) * d_qk, q + (r + 3) * d_qk};
-        for (int64_t j = j0; j < j1; ++j) {
-            A out[4];
-            dot_block<A, 4, 1>(qr, &t.k[j], d_qk, out);
-            for (int i = 0; i < 4; ++i) s[i * kKeyTile + j] = out[i] * scale;
-        }
+        for (int64_t jb = j0 / chunk * chunk; jb < j1; jb += chunk)
+            score_block<A, VB, 4, 2>(q + r * d_qk, d_qk, kt, d_qk, jb, scale, s);
         bool live[4];
-        for (int i = 0; i < 4; ++i) live[i] = softmax_update(st, r + i, s + i * kKeyTile, j0, j1);
+        for (int i = 0; i < 4; ++i)
+            live[i] = softmax_update<A, VB>(st, r + i, s + i * kKeyTile, j0, j1);
         if (live[0] && live[1] && live[2] && live[3]) {
-            pv_block<A, 4>(st.acc + r * d_v, d_v, s, kKeyTile, t.v, j0, j1, d_v);
+            pv_block<A, VB, 4>(st.acc + r * d_v, d_v, s, kKeyTile, t.v, j0, j1, d_v);
         } else {
             for (int i = 0; i < 4; ++i)
                 if (live[i])
-                    pv_block<A, 1>(st.acc + (r + i) * d_v, d_v, s + i * kKeyTile, kKeyTile, t.v,
-                                   j0, j1, d_v);
+                    pv_block<A, VB, 1>(st.acc + (r + i) * d_v, d_v, s + i * kKeyTile, kKeyTile,
+                                       t.v, j0, j1, d_v);
         }
     }
     for (; r < st.rows; ++r)
-        add_tile_row(st, r, q, d_qk, scale, t, lo ? lo[r] : 0, lo ? hi[r] : n, scores);
+        add_tile_row_t<A, VB>(st, r, q, d_qk, scale, t, kt, lo ? lo[r] : 0, lo ? hi[r] : n,
+                              scores);
 }
 
-// Merges the state of one row of another key split (m2, l2, acc2) into (m, l, acc).
+// Folds a tile of keys into the state. q: [rows, d_qk] contiguous. Row r attends the tile keys
+// [lo[r], hi[r]) (all n when lo is null). Scratch: scores rows * kKeyTile, kt d_qk * kKeyTile.
+// Keys outside a row's range never enter its sums (they may hold NaN).
+// Runs the AVX2 + FMA build of add_tile_impl where the processor has it (attention_core.cpp).
+void add_tile(SoftmaxState<float> &st, const float *q, int64_t d_qk, float scale,
+              const KeyTile<float> &t, const int32_t *lo, const int32_t *hi, float *scores,
+              float *kt);
+void add_tile(SoftmaxState<double> &st, const double *q, int64_t d_qk, double scale,
+              const KeyTile<double> &t, const int32_t *lo, const int32_t *hi, double *scores,
+              double *kt);
+
+// Merges the state of one row of another key split (m2, l2, acc2) into (m, l, acc). A state
+// with l = 0 has no keys and its acc is not meaningful.
 template <typename A>
 inline void merge_row(A &m, A &l, A *acc, A m2, A l2, const A *acc2, int64_t d_v) {
-    if (l2 == A(0) && m2 == -std::numeric_limits<A>::infinity()) return;
+    if (l2 == A(0)) return;
+    if (l == A(0)) {
+        std::copy(acc2, acc2 + d_v, acc);
+        m = m2;
+        l = l2;
+        return;
+    }
     A m_new = m2 > m ? m2 : m;
-    A a1 = m == -std::numeric_limits<A>::infinity() ? A(0) : std::exp(m - m_new);
-    A a2 = std::exp(m2 - m_new);
+    A a1 = std::exp(m - m_new), a2 = std::exp(m2 - m_new);
     for (int64_t c = 0; c < d_v; ++c) acc[c] = acc[c] * a1 + acc2[c] * a2;
     l = l * a1 + l2 * a2;
     m = m_new;
@@ -269,11 +440,11 @@ inline A write_output_row(A m, A l, A *acc, int64_t d_v, const float *sink,
 // ---- per-worker scratch ------------------------------------------------------------------------
 
 // Buffers one worker needs for a unit of `rows` query rows: the queries converted to A, key and
-// value tiles for rows that need conversion, the tile's scores, the softmax state and per-row
-// key ranges. Allocated before a parallel region, never inside it.
+// value tiles for rows that need conversion, the tile's scores and transposed keys, the softmax
+// state and per-row key ranges. Allocated before a parallel region, never inside it.
 template <typename A>
 struct Scratch {
-    std::vector<A> q, keys, values, scores, state;
+    std::vector<A> q, keys, values, scores, kt, state;
     std::vector<int32_t> lo, hi;
     KeyTile<A> tile;
 
@@ -282,6 +453,7 @@ struct Scratch {
         keys.resize(size_t(kKeyTile * d_qk));
         if (separate_values) values.resize(size_t(kKeyTile * d_v));
         scores.resize(size_t(rows * kKeyTile));
+        kt.resize(size_t(rows >= 4 ? d_qk * kKeyTile : 0));
         if (own_state) state.resize(size_t(SoftmaxState<A>::size(rows, d_v)));
         lo.resize(size_t(rows));
         hi.resize(size_t(rows));

@@ -147,7 +147,7 @@ void run(const mla_attention_params &p) {
                 }
             }
             add_tile(st, w.q.data(), d_qk, scale, tile, ranged ? w.lo.data() : nullptr,
-                     ranged ? w.hi.data() : nullptr, w.scores.data());
+                     ranged ? w.hi.data() : nullptr, w.scores.data(), w.kt.data());
         }
     };
 

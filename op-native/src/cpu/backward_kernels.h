@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <vector>
+#include "common/dtype.h"
 #include "common/parallel.h"
 #include "common/rope.h"
 #include "mla/mla.h"
@@ -37,25 +38,100 @@ void sparse_prefill_backward(const mla_sparse_prefill_params &p);
 // Helpers shared by the two backward kernels.
 namespace bwd {
 
-// Dot product with four independent partial sums (lets the compiler vectorise it).
-template <typename T>
-inline T dot(const T *a, const T *b, int64_t n) {
-    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    for (; i < n; ++i) s0 += a[i] * b[i];
-    return (s0 + s1) + (s2 + s3);
+// The micro kernels below use 16-byte vectors (GCC / Clang vector extensions): SSE on x86-64,
+// NEON elsewhere; unaligned loads and stores go through memcpy.
+template <typename V, typename T>
+inline V load_vec(const T *p) {
+    V v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
 }
 
-// y += alpha * x
+template <typename V, typename T>
+inline void store_vec(T *p, V v) {
+    __builtin_memcpy(p, &v, sizeof v);
+}
+
+// out[j] = a . b[j] over k dims, for j in [j0, j1). Four rows of b at a time share each load
+// of a; two vectors per row keep eight independent sums in flight.
 template <typename T>
-inline void axpy(T alpha, const T *x, T *y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+inline void row_dots(const T *a, const T *const *b, int64_t j0, int64_t j1, int64_t k, T *out) {
+    typedef T vec __attribute__((vector_size(16)));
+    constexpr int V = 16 / sizeof(T);
+    int64_t j = j0;
+    for (; j + 4 <= j1; j += 4) {
+        const T *rows[4] = {b[j], b[j + 1], b[j + 2], b[j + 3]};
+        vec acc[4][2] = {};
+        int64_t i = 0;
+        for (; i + 2 * V <= k; i += 2 * V) {
+            vec x0 = load_vec<vec>(a + i), x1 = load_vec<vec>(a + i + V);
+            for (int c = 0; c < 4; ++c) {
+                acc[c][0] += x0 * load_vec<vec>(rows[c] + i);
+                acc[c][1] += x1 * load_vec<vec>(rows[c] + i + V);
+            }
+        }
+        for (int c = 0; c < 4; ++c) {
+            vec v = acc[c][0] + acc[c][1];
+            T s = 0;
+            for (int l = 0; l < V; ++l) s += v[l];
+            for (int64_t t = i; t < k; ++t) s += a[t] * rows[c][t];
+            out[j + c] = s;
+        }
+    }
+    for (; j < j1; ++j) {
+        const T *row = b[j];
+        vec acc[2] = {};
+        int64_t i = 0;
+        for (; i + 2 * V <= k; i += 2 * V) {
+            acc[0] += load_vec<vec>(a + i) * load_vec<vec>(row + i);
+            acc[1] += load_vec<vec>(a + i + V) * load_vec<vec>(row + i + V);
+        }
+        vec v = acc[0] + acc[1];
+        T s = 0;
+        for (int l = 0; l < V; ++l) s += v[l];
+        for (; i < k; ++i) s += a[i] * row[i];
+        out[j] = s;
+    }
+}
+
+// acc[c] += sum_j w[j] * b[j][c] for c < d and j in [j0, j1): a chunk of four vectors of acc
+// stays in registers while the rows of b stream past.
+template <typename T>
+inline void row_accumulate(T *acc, const T *w, const T *const *b, int64_t j0, int64_t j1,
+                           int64_t d) {
+    typedef T vec __attribute__((vector_size(16)));
+    constexpr int V = 16 / sizeof(T), U = 4;
+    int64_t c = 0;
+    for (; c + U * V <= d; c += U * V) {
+        vec a[U];
+        for (int u = 0; u < U; ++u) a[u] = load_vec<vec>(acc + c + u * V);
+        for (int64_t j = j0; j < j1; ++j) {
+            const T wj = w[j];
+            const T *row = b[j] + c;
+            for (int u = 0; u < U; ++u) a[u] += wj * load_vec<vec>(row + u * V);
+        }
+        for (int u = 0; u < U; ++u) store_vec(acc + c + u * V, a[u]);
+    }
+    for (; c + V <= d; c += V) {
+        vec a = load_vec<vec>(acc + c);
+        for (int64_t j = j0; j < j1; ++j) a += w[j] * load_vec<vec>(b[j] + c);
+        store_vec(acc + c, a);
+    }
+    for (; c < d; ++c) {
+        T s = acc[c];
+        for (int64_t j = j0; j < j1; ++j) s += w[j] * b[j][c];
+        acc[c] = s;
+    }
+}
+
+// Row `offset` of a tensor as T: a pointer into the tensor when its type is T, else the row
+// converted into `buf`.
+template <typename T>
+inline const T *row_ptr(const void *base, int32_t dtype, int64_t offset, int64_t n, T *buf) {
+    if (dtype == (sizeof(T) == 8 ? MLA_FLOAT64 : MLA_FLOAT32))
+        return static_cast<const T *>(base) + offset;
+    load_row<T>(base, dtype, offset, n, buf);
+    return buf;
 }
 
 // Dot product of two rows in double, for D_i.

@@ -37,7 +37,7 @@ int64_t score_row(const mla_indexer_params &p, int64_t b, int64_t t, RowScratch<
         for (int64_t s = 0; s < n; ++s) {
             Acc acc = 0;
             for (int64_t j = 0; j < p.h; ++j) {
-                Acc z = dot(q + j * p.d, k + s * p.d, p.d);
+                Acc z = indexer_dot(q + j * p.d, k + s * p.d, p.d);
                 if (z > 0) acc += w[j] * z;
             }
             out[s0 + s] = float(acc);

@@ -60,7 +60,7 @@ void query_rows_pass(const mla_indexer_params &p) {
                     Acc gs = g[s0 + s];
                     if (gs == 0) continue;
                     for (int64_t j = 0; j < h; ++j) {
-                        Acc z = dot(q + j * d, k + s * d, d);
+                        Acc z = indexer_dot(q + j * d, k + s * d, d);
                         if (!(z > 0)) continue;
                         dw[j] += gs * z;
                         axpy(dq + j * d, gs * sc.w[j], k + s * d, d);
@@ -111,7 +111,7 @@ void key_tiles_pass(const mla_indexer_params &p) {
                     Acc gs = g[s];
                     if (gs == 0) continue;
                     for (int64_t j = 0; j < h; ++j) {
-                        Acc z = dot(q + j * d, k + (s - s0) * d, d);
+                        Acc z = indexer_dot(q + j * d, k + (s - s0) * d, d);
                         if (z > 0) axpy(dk + (s - s0) * d, gs * sc.w[j], q + j * d, d);
                     }
                 }

@@ -13,7 +13,7 @@ namespace cpu {
 constexpr int64_t kIndexerKeyTile = 32;
 
 // All 256 float8_e4m3 codes as float (the scalar decoder is too slow for every key of every row).
-inline const float *fp8_e4m3_table() {
+inline const float *indexer_fp8_table() {
     static const auto table = [] {
         struct T { float v[256]; } t;
         for (int i = 0; i < 256; ++i) t.v[i] = fp8_e4m3_to_float(uint8_t(i));
@@ -39,7 +39,7 @@ struct IndexerOperand {
         if (dtype == MLA_FLOAT64 && sizeof(Acc) == 8)
             return reinterpret_cast<const Acc *>(static_cast<const double *>(data) + row0 * d);
         if (dtype == MLA_FP8_E4M3) {
-            const float *lut = fp8_e4m3_table();
+            const float *lut = indexer_fp8_table();
             const uint8_t *src = static_cast<const uint8_t *>(data) + row0 * d;
             for (int64_t r = 0; r < n; ++r) {
                 Acc s = Acc(scale[row0 + r]);
@@ -54,7 +54,7 @@ struct IndexerOperand {
 
 // a . b with eight independent partial sums, which the compiler can keep in vector lanes.
 template <typename Acc>
-inline Acc dot(const Acc *a, const Acc *b, int64_t d) {
+inline Acc indexer_dot(const Acc *a, const Acc *b, int64_t d) {
     Acc s[8] = {};
     int64_t i = 0;
     for (; i + 8 <= d; i += 8)

@@ -51,7 +51,7 @@ void kv_quantize(const mla_quant_params &p, const CacheLayout &l, void *dst) {
                  [&](int64_t b0, int64_t b1, int worker) {
                      float *row = rows[worker].data();
                      for (int64_t blk = b0; blk < b1; ++blk) {
-                         if (false)
+                         if (used < l.block_bytes)
                              std::memset(static_cast<uint8_t *>(dst) + blk * l.block_bytes + used,
                                          0, size_t(l.block_bytes - used));
                          for (int64_t t = 0; t < c.block_size; ++t) {

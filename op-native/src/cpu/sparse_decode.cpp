@@ -22,7 +22,7 @@ struct KeySet {
     int64_t count(int64_t b) const {
         if (!keys) return 0;
         if (!keys->topk_length) return keys->topk;
-        return std::min<int64_t>(keys->topk_length[b], keys->topk);
+        return std::min<int64_t>(std::max<int64_t>(keys->topk_length[b], 0), keys->topk);
     }
 };
 
@@ -84,11 +84,11 @@ void run(const mla_sparse_decode_params &p, const CacheLayout &keys_layout,
             }
             tile.v[tile.n] = tile.k[tile.n];
             if (++tile.n == kKeyTile) {
-                add_tile(st, w.q.data(), d_qk, scale, tile, nullptr, nullptr, w.scores.data());
+                add_tile(st, w.q.data(), d_qk, scale, tile, nullptr, nullptr, w.scores.data(), w.kt.data());
                 tile.n = 0;
             }
         }
-        add_tile(st, w.q.data(), d_qk, scale, tile, nullptr, nullptr, w.scores.data());
+        add_tile(st, w.q.data(), d_qk, scale, tile, nullptr, nullptr, w.scores.data(), w.kt.data());
     };
 
     auto emit = [&](int64_t u, int64_t h, A m, A l, A *acc) {

@@ -1,10 +1,13 @@
 // Sparse prefill backward on the CPU (ops.md section 3). Query i of kv head hk attends the
 // kv rows indices[i, hk, t] for t < topk_length[i] (invalid entries skipped, duplicates
 // counted each time); the value is the first d_v dims of the same row, so dkv receives the key
-// path and the value path. Pass A walks (query, kv head): D_i, the sink-aware lse and dq.
-// For the scatter-add into dkv an inverse index lists, for every (kv row, kv head), the
-// queries that selected it in (query, slot) order; pass B walks it, one dkv row per item, so
-// the result does not depend on the number of threads and needs no per-thread copies of dkv.
+// path and the value path.
+//  Pass A, per (query, kv head): D_i, the sink-aware lse and dq of the G query heads.
+//  Pass B, the scatter-add into dkv: the (kv row, kv head) pairs are cut into ranges of about
+//  equal numbers of selections; each work item owns one range, walks every query in order and
+//  adds the contributions of the selections that land in its range. A dkv row is thus always
+//  summed in (query, slot, head) order, whatever the number of threads or ranges, with no
+//  per-thread copies of dkv; each selection's G query rows are read from cache, once per item.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -18,8 +21,12 @@ namespace mla {
 namespace cpu {
 namespace {
 
-using bwd::axpy;
-using bwd::dot;
+using bwd::row_accumulate;
+using bwd::row_dots;
+using bwd::row_ptr;
+
+constexpr int64_t kKeyTile = 64;        // selected kv rows gathered together in pass A
+constexpr int64_t kRangesPerWorker = 4;  // pass-B ranges per worker, for load balance
 
 template <typename Acc>
 class SparseBackward {
@@ -30,14 +37,17 @@ public:
           threads_(p.exec.num_threads),
           scale_(Acc(p.softmax_scale)),
           refine_(p.dtype == MLA_FLOAT64),
+          native_(p.dtype == (sizeof(Acc) == 8 ? MLA_FLOAT64 : MLA_FLOAT32)),
           rot_(p.out_rotation, p.s_q, p.d_v, p.exec.num_threads) {
-        build_inverse_index();
         D_.assign(size_t(p.s_q * p.h_q), Acc(0));
         L_.assign(size_t(p.s_q * p.h_q), Acc(0));
+        plan_ranges();
+        // dkv of the dtype itself is accumulated in place; other dtypes go through Acc.
+        if (!native_) dkv_acc_.assign(size_t(p.s_kv * p.h_kv * p.d_qk), Acc(0));
         scratch_a_.resize(size_t(plan_workers(p.s_q * p.h_kv, 1, threads_)));
         for (auto &s : scratch_a_) s.init(G_, p.d_qk, p.d_v);
-        scratch_b_.resize(size_t(plan_workers(p.s_kv * p.h_kv, 1, threads_)));
-        for (auto &s : scratch_b_) s.init(p.d_qk, p.d_v);
+        scratch_b_.resize(size_t(plan_workers(int64_t(ranges_.size()) - 1, 1, threads_)));
+        for (auto &s : scratch_b_) s.init(G_, p.d_qk, p.d_v, p.topk);
     }
 
     void run() {
@@ -45,34 +55,49 @@ public:
             for (int64_t it = begin; it < end; ++it)
                 query_row(it / p_.h_kv, it % p_.h_kv, scratch_a_[size_t(worker)]);
         });
-        parallel_for(p_.s_kv * p_.h_kv, 1, threads_, [&](int64_t begin, int64_t end, int worker) {
-            for (int64_t it = begin; it < end; ++it) kv_row(it, scratch_b_[size_t(worker)]);
-        });
+        parallel_for(int64_t(ranges_.size()) - 1, 1, threads_,
+                     [&](int64_t begin, int64_t end, int worker) {
+                         for (int64_t it = begin; it < end; ++it)
+                             kv_range(ranges_[size_t(it)], ranges_[size_t(it + 1)],
+                                      scratch_b_[size_t(worker)]);
+                     });
         bwd::sink_gradient(p_.sink, p_.dsink, p_.s_q, p_.h_q, D_, L_);
     }
 
 private:
     struct ScratchA {
-        std::vector<Acc> q, dout, out, dq, kv, D, L;
+        std::vector<Acc> q, dout, out, dq, s, dp, D, L, kv;
+        std::vector<const Acc *> kp;  // rows of the gathered tile
         std::vector<bwd::OnlineLse> lse;
         void init(int64_t rows, int64_t dqk, int64_t dv) {
             q.resize(size_t(rows * dqk));
             dq.resize(size_t(rows * dqk));
             dout.resize(size_t(rows * dv));
             out.resize(size_t(dv));
-            kv.resize(size_t(dqk));
+            s.resize(size_t(kKeyTile));
+            dp.resize(size_t(kKeyTile));
             D.resize(size_t(rows));
             L.resize(size_t(rows));
+            kv.resize(size_t(kKeyTile * dqk));
+            kp.resize(size_t(kKeyTile));
             lse.resize(size_t(rows));
         }
     };
     struct ScratchB {
-        std::vector<Acc> q, dout, kv, acc;
-        void init(int64_t dqk, int64_t dv) {
-            q.resize(size_t(dqk));
-            dout.resize(size_t(dv));
+        std::vector<Acc> q, dout, kv, lse, D, wk, wv;
+        std::vector<const Acc *> qp, dp_rows;
+        std::vector<int64_t> rows;  // kv rows of one query's selections in the range
+        void init(int64_t heads, int64_t dqk, int64_t dv, int64_t topk) {
+            q.resize(size_t(heads * dqk));
+            dout.resize(size_t(heads * dv));
             kv.resize(size_t(dqk));
-            acc.resize(size_t(dqk));
+            lse.resize(size_t(heads));
+            D.resize(size_t(heads));
+            wk.resize(size_t(heads));
+            wv.resize(size_t(heads));
+            qp.resize(size_t(heads));
+            dp_rows.resize(size_t(heads));
+            rows.resize(size_t(std::max<int64_t>(topk, 1)));
         }
     };
 
@@ -88,34 +113,51 @@ private:
         return idx >= 0 && idx < p_.s_kv ? idx : -1;
     }
 
-    void load_kv(int64_t row, int64_t hk, Acc *dst) const {
-        load_row<Acc>(p_.kv, p_.dtype, row * p_.kv_stride[0] + hk * p_.kv_stride[1], p_.d_qk, dst);
+    const Acc *kv_row_ptr(int64_t row, int64_t hk, Acc *buf) const {
+        return row_ptr<Acc>(p_.kv, p_.dtype, row * p_.kv_stride[0] + hk * p_.kv_stride[1],
+                            p_.d_qk, buf);
     }
 
-    // Counting sort of the valid (query, slot) entries by (kv row, kv head).
-    void build_inverse_index() {
-        const int64_t groups = p_.s_kv * p_.h_kv;
-        start_.assign(size_t(groups + 1), 0);
+    // Cuts the kv rows into ranges [ranges_[k], ranges_[k + 1]) holding about equal numbers of
+    // selections (summed over the kv heads), a few per worker.
+    void plan_ranges() {
+        std::vector<int64_t> count(size_t(p_.s_kv), 0);
+        int64_t total = 0;
         for (int64_t i = 0; i < p_.s_q; ++i)
             for (int64_t hk = 0; hk < p_.h_kv; ++hk)
                 for (int64_t t = 0, n = slots(i); t < n; ++t) {
                     int64_t idx = index(i, hk, t);
-                    if (idx >= 0) ++start_[size_t(idx * p_.h_kv + hk + 1)];
+                    if (idx >= 0) ++count[size_t(idx)], ++total;
                 }
-        for (int64_t g = 0; g < groups; ++g) start_[size_t(g + 1)] += start_[size_t(g)];
-        queries_.resize(size_t(start_[size_t(groups)]));
-        std::vector<int64_t> next(start_.begin(), start_.end() - 1);
-        for (int64_t i = 0; i < p_.s_q; ++i)
-            for (int64_t hk = 0; hk < p_.h_kv; ++hk)
-                for (int64_t t = 0, n = slots(i); t < n; ++t) {
-                    int64_t idx = index(i, hk, t);
-                    if (idx >= 0) queries_[size_t(next[size_t(idx * p_.h_kv + hk)]++)] = int32_t(i);
-                }
+        int64_t parts = std::min<int64_t>(
+            std::max<int64_t>(p_.s_kv, 1),
+            kRangesPerWorker * plan_workers(std::max<int64_t>(p_.s_kv, 1), 1, threads_));
+        ranges_.assign(1, 0);
+        int64_t seen = 0;
+        for (int64_t row = 0; row < p_.s_kv; ++row) {
+            seen += count[size_t(row)];
+            int64_t k = int64_t(ranges_.size());  // the boundary this row may close
+            if (k < parts && seen * parts >= total * k && row + 1 < p_.s_kv) ranges_.push_back(row + 1);
+        }
+        ranges_.push_back(p_.s_kv);
+    }
+
+    // Gathers the valid selected rows of query i, kv head hk, from slot *t on into the tile;
+    // returns how many (0 when the slots are exhausted).
+    int64_t gather(int64_t i, int64_t hk, int64_t *t, int64_t n_slots, ScratchA &w) const {
+        int64_t n = 0;
+        for (; *t < n_slots && n < kKeyTile; ++*t) {
+            int64_t idx = index(i, hk, *t);
+            if (idx < 0) continue;  // invalid: skipped, never read
+            w.kp[size_t(n)] = kv_row_ptr(idx, hk, &w.kv[size_t(n * p_.d_qk)]);
+            ++n;
+        }
+        return n;
     }
 
     // Pass A: query i, the G query heads of kv head hk.
     void query_row(int64_t i, int64_t hk, ScratchA &w) {
-        const int64_t dqk = p_.d_qk, dv = p_.d_v, n = slots(i);
+        const int64_t dqk = p_.d_qk, dv = p_.d_v, n_slots = slots(i);
         for (int64_t g = 0; g < G_; ++g) {
             int64_t h = hk * G_ + g;
             Acc *dout = &w.dout[size_t(g * dv)];
@@ -132,12 +174,12 @@ private:
         if (refine_) {
             // float64: lse in double from the scores, not the forward's float32 lse.
             std::fill_n(w.lse.begin(), G_, bwd::OnlineLse());
-            for (int64_t t = 0; t < n; ++t) {
-                int64_t idx = index(i, hk, t);
-                if (idx < 0) continue;
-                load_kv(idx, hk, w.kv.data());
-                for (int64_t g = 0; g < G_; ++g)
-                    w.lse[size_t(g)].add(double(scale_ * dot(&w.q[size_t(g * dqk)], w.kv.data(), dqk)));
+            int64_t t = 0;
+            while (int64_t n = gather(i, hk, &t, n_slots, w)) {
+                for (int64_t g = 0; g < G_; ++g) {
+                    row_dots(&w.q[size_t(g * dqk)], w.kp.data(), 0, n, dqk, w.s.data());
+                    for (int64_t j = 0; j < n; ++j) w.lse[size_t(g)].add(double(scale_ * w.s[size_t(j)]));
+                }
             }
             for (int64_t g = 0; g < G_; ++g) w.L[size_t(g)] = Acc(w.lse[size_t(g)].value());
         }
@@ -149,16 +191,16 @@ private:
             D_[size_t(i * p_.h_q + h)] = w.D[size_t(g)];
             L_[size_t(i * p_.h_q + h)] = w.L[size_t(g)];
         }
-        for (int64_t t = 0; t < n; ++t) {
-            int64_t idx = index(i, hk, t);
-            if (idx < 0) continue;
-            load_kv(idx, hk, w.kv.data());
+        int64_t t = 0;
+        while (int64_t n = gather(i, hk, &t, n_slots, w)) {
             for (int64_t g = 0; g < G_; ++g) {
-                Acc L = w.L[size_t(g)], D = w.D[size_t(g)];
+                const Acc L = w.L[size_t(g)], D = w.D[size_t(g)];
                 if (bwd::dead_row(L)) continue;
-                Acc prob = std::exp(scale_ * dot(&w.q[size_t(g * dqk)], w.kv.data(), dqk) - L);
-                Acc dp = dot(&w.dout[size_t(g * dv)], w.kv.data(), dv);
-                axpy(prob * (dp - D), w.kv.data(), &w.dq[size_t(g * dqk)], dqk);
+                Acc *sc = w.s.data(), *dp = w.dp.data();
+                row_dots(&w.q[size_t(g * dqk)], w.kp.data(), 0, n, dqk, sc);
+                row_dots(&w.dout[size_t(g * dv)], w.kp.data(), 0, n, dv, dp);
+                for (int64_t j = 0; j < n; ++j) sc[j] = std::exp(scale_ * sc[j] - L) * (dp[j] - D);
+                row_accumulate(&w.dq[size_t(g * dqk)], sc, w.kp.data(), 0, n, dqk);
             }
         }
         for (int64_t g = 0; g < G_; ++g) {
@@ -169,41 +211,68 @@ private:
         }
     }
 
-    // Pass B: dkv of one (kv row, kv head), summed over the queries that selected it.
-    void kv_row(int64_t group, ScratchB &w) {
-        const int64_t dqk = p_.d_qk, dv = p_.d_v, hk = group % p_.h_kv, row = group / p_.h_kv;
-        std::fill(w.acc.begin(), w.acc.end(), Acc(0));
-        int64_t e0 = start_[size_t(group)], e1 = start_[size_t(group + 1)];
-        if (e0 < e1) load_kv(row, hk, w.kv.data());
-        for (int64_t e = e0; e < e1; ++e) {
-            int64_t i = queries_[size_t(e)];
-            for (int64_t g = 0; g < G_; ++g) {
-                int64_t h = hk * G_ + g;
-                Acc L = L_[size_t(i * p_.h_q + h)], D = D_[size_t(i * p_.h_q + h)];
-                if (bwd::dead_row(L)) continue;
-                load_row<Acc>(p_.q, p_.dtype, i * p_.q_stride[0] + h * p_.q_stride[1], dqk,
-                              w.q.data());
-                load_row<Acc>(p_.dout, p_.dtype, i * p_.dout_stride[0] + h * p_.dout_stride[1],
-                              dv, w.dout.data());
-                ;
-                Acc prob = std::exp(scale_ * dot(w.q.data(), w.kv.data(), dqk) - L);
-                Acc dp = dot(w.dout.data(), w.kv.data(), dv);
-                axpy(scale_ * prob * (dp - D), w.q.data(), w.acc.data(), dqk);  // key path
-                axpy(prob, w.dout.data(), w.acc.data(), dv);                     // value path
+    // Pass B: dkv of the kv rows [r0, r1) (all kv heads).
+    void kv_range(int64_t r0, int64_t r1, ScratchB &w) {
+        const int64_t dqk = p_.d_qk, dv = p_.d_v;
+        Acc *dkv = native_ ? static_cast<Acc *>(p_.dkv) : dkv_acc_.data();
+        std::fill(dkv + r0 * p_.h_kv * dqk, dkv + r1 * p_.h_kv * dqk, Acc(0));
+        for (int64_t i = 0; i < p_.s_q; ++i)
+            for (int64_t hk = 0; hk < p_.h_kv; ++hk) {
+                int64_t n = 0;
+                for (int64_t t = 0, n_slots = slots(i); t < n_slots; ++t) {
+                    int64_t idx = index(i, hk, t);
+                    if (idx >= r0 && idx < r1) w.rows[size_t(n++)] = idx;
+                }
+                if (n == 0) continue;
+                // The live query heads of (i, hk); rows whose lse is +inf contribute nothing.
+                int64_t R = 0;
+                for (int64_t g = 0; g < G_; ++g) {
+                    int64_t h = hk * G_ + g;
+                    const Acc L = L_[size_t(i * p_.h_q + h)];
+                    if (bwd::dead_row(L)) continue;
+                    w.qp[size_t(R)] = row_ptr<Acc>(p_.q, p_.dtype,
+                                                   i * p_.q_stride[0] + h * p_.q_stride[1], dqk,
+                                                   &w.q[size_t(R * dqk)]);
+                    Acc *dout = &w.dout[size_t(R * dv)];
+                    load_row<Acc>(p_.dout, p_.dtype, i * p_.dout_stride[0] + h * p_.dout_stride[1],
+                                  dv, dout);
+                    if (rot_.active()) rot_.apply(i, dout);
+                    w.dp_rows[size_t(R)] = dout;
+                    w.lse[size_t(R)] = L;
+                    w.D[size_t(R)] = D_[size_t(i * p_.h_q + h)];
+                    ++R;
+                }
+                if (R == 0) continue;
+                for (int64_t e = 0; e < n; ++e) {
+                    const int64_t row = w.rows[size_t(e)];
+                    const Acc *kv = kv_row_ptr(row, hk, w.kv.data());
+                    // wk <- q.kv, wv <- dout.kv[:d_v], then the weights of the two paths.
+                    row_dots(kv, w.qp.data(), 0, R, dqk, w.wk.data());
+                    row_dots(kv, w.dp_rows.data(), 0, R, dv, w.wv.data());
+                    for (int64_t r = 0; r < R; ++r) {
+                        Acc prob = std::exp(scale_ * w.wk[size_t(r)] - w.lse[size_t(r)]);
+                        w.wk[size_t(r)] = scale_ * prob * (w.wv[size_t(r)] - w.D[size_t(r)]);
+                        w.wv[size_t(r)] = prob;
+                    }
+                    Acc *acc = dkv + (row * p_.h_kv + hk) * dqk;
+                    row_accumulate(acc, w.wk.data(), w.qp.data(), 0, R, dqk);        // key path
+                    row_accumulate(acc, w.wv.data(), w.dp_rows.data(), 0, R, dv);    // value path
+                }
             }
-        }
-        store_row<Acc>(p_.dkv, p_.dtype, group * dqk, dqk, w.acc.data());
+        if (!native_)
+            for (int64_t row = r0 * p_.h_kv; row < r1 * p_.h_kv; ++row)
+                store_row<Acc>(p_.dkv, p_.dtype, row * dqk, dqk, dkv + row * dqk);
     }
 
     const mla_sparse_prefill_params &p_;
-    const int64_t G_;
+    const int64_t G_;  // query heads per kv head
     const int threads_;
     const Acc scale_;
-    const bool refine_;
+    const bool refine_, native_;
     const bwd::RowRotation rot_;
-    std::vector<int64_t> start_;    // [s_kv * h_kv + 1]: entries of each (kv row, kv head)
-    std::vector<int32_t> queries_;  // the selecting query of each entry
-    std::vector<Acc> D_, L_;        // per (query, head): D_i and the sink-aware lse
+    std::vector<int64_t> ranges_;  // pass-B kv row ranges: boundaries, first 0, last s_kv
+    std::vector<Acc> D_, L_;       // per (query, head): D_i and the sink-aware lse
+    std::vector<Acc> dkv_acc_;     // dkv in Acc when the dtype is narrower
     std::vector<ScratchA> scratch_a_;
     std::vector<ScratchB> scratch_b_;
 };

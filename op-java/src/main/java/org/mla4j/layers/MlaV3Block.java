@@ -2,7 +2,6 @@ package org.mla4j.layers;
 
 import org.mla4j.Mla4j;
 import org.mla4j.ops.Attention;
-import org.nd4j.autodiff.samediff.SDIndex;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -13,17 +12,19 @@ import org.nd4j.linalg.factory.Nd4j;
  * A DeepSeek-V3-style MLA attention block in a SameDiff graph, in MHA mode (training and
  * prefill). Per token t:
  * <pre>
- *   cq = RMSNorm(h W_dq);   [qc; qr]_h = cq W_uq,h;   qr = R(t) qr
- *   [c~; kr~] = h W_dkv;    c = RMSNorm(c~);          kr = R(t) kr~   (one head, shared)
+ *   cq = RMSNorm(h W_dq);   qc_h = cq W_uq_nope,h;    qr_h = R(t) cq W_uq_rope,h
+ *   c = RMSNorm(h W_dkv);   kr = R(t) h W_kr      (one head, shared)
  *   k_h = [c W_uk,h; kr],   v_h = c W_uv,h,           o = attention(q, k, v) W_o
  * </pre>
  * Weights are SameDiff variables named {@code <name>/W_dq} etc., so the absorbed decoder
- * ({@link MlaV3Decoder}) reads the same values.
+ * ({@link MlaV3Decoder}) reads the same values. The projections DeepSeek stores as one matrix
+ * (W_uq for [qc; qr], W_dkv for [c~; kr~]) are kept as two, which is the same function and
+ * keeps slicing out of the graph.
  */
 public final class MlaV3Block {
     public final String name;
     public final MlaV3Config cfg;
-    final SDVariable wDq, gQ, wUq, wDkv, gKv, wUk, wUv, wO;
+    final SDVariable wDq, gQ, wUqNope, wUqRope, wDkv, wKr, gKv, wUk, wUv, wO;
     private final SameDiff sd;
 
     /** Creates the block's weights in {@code sd} (scaled Gaussian init, norm gains 1). */
@@ -35,8 +36,10 @@ public final class MlaV3Block {
         int h = cfg.heads;
         wDq = weight("W_dq", type, cfg.dModel, cfg.qLora);
         gQ = sd.var(name + "/g_q", Nd4j.ones(type, cfg.qLora));
-        wUq = weight("W_uq", type, cfg.qLora, h * cfg.dQk());
-        wDkv = weight("W_dkv", type, cfg.dModel, cfg.kvLora + cfg.qkRope);
+        wUqNope = weight("W_uq_nope", type, cfg.qLora, h * cfg.qkNope);
+        wUqRope = weight("W_uq_rope", type, cfg.qLora, h * cfg.qkRope);
+        wDkv = weight("W_dkv", type, cfg.dModel, cfg.kvLora);
+        wKr = weight("W_kr", type, cfg.dModel, cfg.qkRope);
         gKv = sd.var(name + "/g_kv", Nd4j.ones(type, cfg.kvLora));
         wUk = weight("W_uk", type, cfg.kvLora, h * cfg.qkNope);
         wUv = weight("W_uv", type, cfg.kvLora, h * cfg.vHead);
@@ -55,25 +58,31 @@ public final class MlaV3Block {
      */
     public SDVariable forward(SDVariable x, SDVariable positions) {
         int h = cfg.heads;
-        SDVariable cq = rmsNorm(sd.tensorMmul(x, wDq, new int[] {2}, new int[] {0}), gQ);
-        SDVariable q = splitHeads(sd.tensorMmul(cq, wUq, new int[] {2}, new int[] {0}), x, h, cfg.dQk());
-        SDVariable qc = q.get(SDIndex.all(), SDIndex.all(), SDIndex.all(), SDIndex.interval(0, cfg.qkNope));
-        SDVariable qr = q.get(SDIndex.all(), SDIndex.all(), SDIndex.all(), SDIndex.interval(cfg.qkNope, cfg.dQk()));
-        qr = Mla4j.ops(sd).rope(qr, positions, cfg.rope, false);
+        SDVariable cq = rmsNorm(linear(x, wDq), gQ);
+        SDVariable qc = splitHeads(linear(cq, wUqNope), x, h, cfg.qkNope);
+        SDVariable qr = Mla4j.ops(sd).rope(splitHeads(linear(cq, wUqRope), x, h, cfg.qkRope), positions, cfg.rope, false);
 
-        SDVariable ckv = sd.tensorMmul(x, wDkv, new int[] {2}, new int[] {0});
-        SDVariable c = rmsNorm(ckv.get(SDIndex.all(), SDIndex.all(), SDIndex.interval(0, cfg.kvLora)), gKv);
-        SDVariable kr = ckv.get(SDIndex.all(), SDIndex.all(), SDIndex.interval(cfg.kvLora, cfg.kvLora + cfg.qkRope));
-        kr = Mla4j.ops(sd).rope(splitHeads(kr, x, 1, cfg.qkRope), positions, cfg.rope, false);
+        SDVariable c = rmsNorm(linear(x, wDkv), gKv);
+        SDVariable kr = Mla4j.ops(sd).rope(splitHeads(linear(x, wKr), x, 1, cfg.qkRope), positions, cfg.rope, false);
 
-        SDVariable kNope = splitHeads(sd.tensorMmul(c, wUk, new int[] {2}, new int[] {0}), x, h, cfg.qkNope);
+        SDVariable kNope = splitHeads(linear(c, wUk), x, h, cfg.qkNope);
         SDVariable k = sd.concat(3, kNope, sd.tile(kr, 1, 1, h, 1));
-        SDVariable v = splitHeads(sd.tensorMmul(c, wUv, new int[] {2}, new int[] {0}), x, h, cfg.vHead);
+        SDVariable v = splitHeads(linear(c, wUv), x, h, cfg.vHead);
         SDVariable qFull = sd.concat(3, qc, qr);
         SDVariable o = Mla4j.ops(sd).attention(qFull, k, v, null, null,
                 new Attention.Options().causal(true).softmaxScale(cfg.softmaxScale()))[0];
         SDVariable merged = o.reshape(sd.concat(0, leadingDims(x), sd.constant(Nd4j.createFromArray((long) h * cfg.vHead))));
-        return sd.tensorMmul(merged, wO, new int[] {2}, new int[] {0});
+        return linear(merged, wO);
+    }
+
+    /**
+     * {@code x [b, s, n] W [n, m] -> [b, s, m]}. Flattened to a matrix product: ND4J 1.0.0-M2.1's
+     * tensorMmul gradient fails on these shapes.
+     */
+    public SDVariable linear(SDVariable x, SDVariable w) {
+        long m = w.getShape()[1];
+        SDVariable flat = x.reshape(-1, w.getShape()[0]).mmul(w);
+        return flat.reshape(sd.concat(0, leadingDims(x), sd.constant(Nd4j.createFromArray(m))));
     }
 
     /** x * g / sqrt(mean(x^2) + eps) over the last dim of a rank-3 x. */

@@ -5,7 +5,6 @@ import org.mla4j.ops.Rope;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * Token-by-token decode of an {@link MlaV3Block} in absorbed (MQA) mode over a paged cache:
@@ -17,15 +16,17 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  */
 public final class MlaV3Decoder {
     private final MlaV3Config cfg;
-    private final INDArray wDq, gQ, wUq, wDkv, gKv, wUkT, wUvHeads, wO;
+    private final INDArray wDq, gQ, wUqNope, wUqRope, wDkv, wKr, gKv, wUkT, wUvHeads, wO;
 
     /** Reads the block's current weights (call again after training to pick up new values). */
     public MlaV3Decoder(MlaV3Block block) {
         this.cfg = block.cfg;
         this.wDq = block.weight("W_dq");
         this.gQ = block.weight("g_q");
-        this.wUq = block.weight("W_uq");
+        this.wUqNope = block.weight("W_uq_nope");
+        this.wUqRope = block.weight("W_uq_rope");
         this.wDkv = block.weight("W_dkv");
+        this.wKr = block.weight("W_kr");
         this.gKv = block.weight("g_kv");
         int h = cfg.heads;
         // [kvLora, h * nope] -> [h, nope, kvLora]; [kvLora, h * v] -> [h, kvLora, v]
@@ -45,15 +46,11 @@ public final class MlaV3Decoder {
         INDArray pos = Nd4j.createFromArray(positions).reshape(b, 1);
 
         INDArray cq = rmsNorm(x.mmul(wDq), gQ);
-        INDArray q = cq.mmul(wUq).reshape('c', b, h, cfg.dQk());
-        INDArray qc = q.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(0, cfg.qkNope)).dup('c');
-        INDArray qr = rope(q.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(cfg.qkNope, cfg.dQk()))
-                .dup('c').reshape('c', b, 1, h, cfg.qkRope), pos).reshape('c', b, h, cfg.qkRope);
+        INDArray qc = cq.mmul(wUqNope).reshape('c', b, h, cfg.qkNope);
+        INDArray qr = rope(cq.mmul(wUqRope).reshape('c', b, 1, h, cfg.qkRope), pos).reshape('c', b, h, cfg.qkRope);
 
-        INDArray ckv = x.mmul(wDkv);
-        INDArray c = rmsNorm(ckv.get(NDArrayIndex.all(), NDArrayIndex.interval(0, cfg.kvLora)).dup('c'), gKv);
-        INDArray kr = rope(ckv.get(NDArrayIndex.all(), NDArrayIndex.interval(cfg.kvLora, cfg.kvLora + cfg.qkRope))
-                .dup('c').reshape('c', b, 1, 1, cfg.qkRope), pos).reshape('c', b, cfg.qkRope);
+        INDArray c = rmsNorm(x.mmul(wDkv), gKv);
+        INDArray kr = rope(x.mmul(wKr).reshape('c', b, 1, 1, cfg.qkRope), pos).reshape('c', b, cfg.qkRope);
         INDArray latentRow = Nd4j.concat(1, c, kr).reshape('c', b, 1, cfg.dQkAbsorbed());
         cache.append(latentRow.castTo(cache.layout().isFp8() ? DataType.FLOAT : cache.data().dataType()));
 

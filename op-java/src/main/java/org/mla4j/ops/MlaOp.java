@@ -2,7 +2,9 @@ package org.mla4j.ops;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import org.mla4j.Mla4j;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -55,6 +57,21 @@ public abstract class MlaOp extends DynamicCustomOp {
                     + "executioner that runs them)");
         }
         return 0L;
+    }
+
+    /**
+     * All state is in the i/t/b arguments, which FlatBuffers copies keep; there are no named
+     * properties (ND4J's default looks them up in libnd4j's op descriptors, where mla4j ops
+     * are unknown).
+     */
+    @Override
+    public Map<String, Object> propertiesForFunction() {
+        return new LinkedHashMap<>();
+    }
+
+    @Override
+    public void setPropertiesForFunction(Map<String, Object> properties) {
+        // no named properties: see propertiesForFunction()
     }
 
     @Override
