@@ -32,10 +32,15 @@ inline int64_t cache_value_dims(const CacheLayout &l) {
     return l.kind == MLA_CACHE_V32 ? l.d_nope : l.d_qk;
 }
 
-// Power-of-two scale of a tile whose largest magnitude is amax.
+// Power-of-two scale of a tile whose largest magnitude is amax: 2^ceil(log2(max(amax/448,
+// 1e-4))), computed exactly from the binary exponent; an infinite amax gives 2^127.
 inline float fp8_tile_scale(float amax) {
     float s = std::fmax(amax / 448.0f, 1e-4f);
-    return std::ldexp(1.0f, int(std::ceil(std::log2(s))));
+    if (!std::isfinite(s)) return std::ldexp(1.0f, 127);
+    int e;
+    float m = std::frexp(s, &e);  // s = m * 2^e, m in [0.5, 1)
+    int k = m == 0.5f ? e - 1 : e;
+    return std::ldexp(1.0f, k > 127 ? 127 : k);
 }
 
 // Reads the first n dims of token (block, offset), head h, dequantised, into dst.

@@ -110,8 +110,8 @@ private:
             dq.resize(size_t(rows * dqk));
             dout.resize(size_t(rows * dv));
             out.resize(size_t(dv));
-            s.resize(size_t(kKeyTile));
-            dp.resize(size_t(kKeyTile));
+            s.resize(size_t(4 * kKeyTile));
+            dp.resize(size_t(4 * kKeyTile));
             D.resize(size_t(rows));
             L.resize(size_t(rows));
             lo.resize(size_t(rows));
@@ -125,8 +125,10 @@ private:
         std::vector<Acc> q, dout;      // converted rows of a chunk
         std::vector<const Acc *> qp, dp_rows;
         std::vector<Acc> wk, wv;       // [kKeyTile, rows]: scale * dS and P, transposed
-        std::vector<Acc> s, dp;
-        std::vector<int64_t> query;    // query of each live row of the chunk
+        std::vector<Acc> s, dp;        // [4, kKeyTile]: scores and dout.v of up to four rows
+        std::vector<Acc> L, D;         // per live row of the chunk
+        std::vector<int64_t> query, a, e;  // per live row: its query, its keys [a, e) in the tile
+        std::vector<int64_t> r0, r1;   // per key of the tile: the rows [r0, r1) that see it
         void init(int64_t rows, int64_t dqk, int64_t dv_) {
             tile.init(dqk, dv_);
             dk.resize(size_t(kKeyTile * dqk));
@@ -137,9 +139,15 @@ private:
             dp_rows.resize(size_t(rows));
             wk.resize(size_t(kKeyTile * rows));
             wv.resize(size_t(kKeyTile * rows));
-            s.resize(size_t(kKeyTile));
-            dp.resize(size_t(kKeyTile));
+            s.resize(size_t(4 * kKeyTile));
+            dp.resize(size_t(4 * kKeyTile));
+            L.resize(size_t(rows));
+            D.resize(size_t(rows));
             query.resize(size_t(rows));
+            a.resize(size_t(rows));
+            e.resize(size_t(rows));
+            r0.resize(size_t(kKeyTile));
+            r1.resize(size_t(kKeyTile));
         }
     };
 
@@ -221,16 +229,24 @@ private:
         for (int64_t j0 = klo; j0 < khi; j0 += kKeyTile) {
             int64_t n = std::min(kKeyTile, khi - j0);
             load_keys(s, t.seq, hk, j0, n, w.tile, true);
-            for (int64_t r = 0; r < R; ++r) {
-                const Acc L = w.L[size_t(r)], D = w.D[size_t(r)];
-                if (bwd::dead_row(L)) continue;
+            for (int64_t r = 0; r < R;) {
                 int64_t a = std::max(w.lo[size_t(r)], j0) - j0, e = std::min(w.hi[size_t(r)], j0 + n) - j0;
-                if (a >= e) continue;
-                Acc *sc = w.s.data(), *dp = w.dp.data();
-                row_dots(&w.q[size_t(r * dqk)], w.tile.kp.data(), a, e, dqk, sc);
-                row_dots(&w.dout[size_t(r * dv)], w.tile.vp.data(), a, e, dv, dp);
-                for (int64_t j = a; j < e; ++j) sc[j] = std::exp(scale_ * sc[j] - L) * (dp[j] - D);
-                row_accumulate(&w.dq[size_t(r * dqk)], sc, w.tile.kp.data(), a, e, dqk);
+                if (bwd::dead_row(w.L[size_t(r)]) || a >= e) {
+                    ++r;
+                    continue;
+                }
+                // Four live rows with one key range go together (the heads of a query, or any
+                // rows off the diagonal).
+                int64_t m = 1;
+                if (r + 4 <= R) {
+                    m = 4;
+                    for (int64_t x = r + 1; x < r + 4; ++x)
+                        if (bwd::dead_row(w.L[size_t(x)]) || w.lo[size_t(x)] != w.lo[size_t(r)] ||
+                            w.hi[size_t(x)] != w.hi[size_t(r)])
+                            m = 1;
+                }
+                dq_rows(w, r, m, a, e);
+                r += m;
             }
         }
         for (int64_t r = 0; r < R; ++r) {
@@ -239,6 +255,35 @@ private:
             for (int64_t c = 0; c < dqk; ++c) dq[c] *= scale_;
             store_row<Acc>(p_.dq, p_.dtype, (gi * p_.h_q + h) * dqk, dqk, dq);
         }
+    }
+
+    // dq of rows [r, r + m) (m = 1 or 4, one key range [a, e) of the loaded tile).
+    void dq_rows(ScratchA &w, int64_t r, int64_t m, int64_t a, int64_t e) {
+        const int64_t dqk = p_.d_qk, dv = p_.d_v;
+        const Acc *q[4], *dout[4];
+        Acc *sc[4], *dp[4], *dq[4];
+        for (int64_t x = 0; x < m; ++x) {
+            q[x] = &w.q[size_t((r + x) * dqk)];
+            dout[x] = &w.dout[size_t((r + x) * dv)];
+            dq[x] = &w.dq[size_t((r + x) * dqk)];
+            sc[x] = &w.s[size_t(x * kKeyTile)];
+            dp[x] = &w.dp[size_t(x * kKeyTile)];
+        }
+        if (m == 4) {
+            bwd::rows4_dots(q, w.tile.kp.data(), a, e, dqk, sc);
+            bwd::rows4_dots(dout, w.tile.vp.data(), a, e, dv, dp);
+        } else {
+            row_dots(q[0], w.tile.kp.data(), a, e, dqk, sc[0]);
+            row_dots(dout[0], w.tile.vp.data(), a, e, dv, dp[0]);
+        }
+        for (int64_t x = 0; x < m; ++x) {
+            const Acc L = w.L[size_t(r + x)], D = w.D[size_t(r + x)];
+            for (int64_t j = a; j < e; ++j) sc[x][j] = std::exp(scale_ * sc[x][j] - L) * (dp[x][j] - D);
+        }
+        if (m == 4)
+            bwd::rows4_accumulate(dq, sc, w.tile.kp.data(), a, e, dqk);
+        else
+            row_accumulate(dq[0], sc[0], w.tile.kp.data(), a, e, dqk);
     }
 
     // float64: lse from the scores in double rather than the forward's float32 lse, so that
@@ -260,6 +305,32 @@ private:
         for (int64_t r = 0; r < R; ++r) w.L[size_t(r)] = Acc(w.lse[size_t(r)].value());
     }
 
+    // Pass B: P and scale * dS of chunk rows [r, r + m) (m = 1 or 4, one key range) for the
+    // keys of the tile, stored key-major (row stride `rows`) for the accumulation over rows.
+    void weights(ScratchB &w, int64_t r, int64_t m, int64_t rows) {
+        const int64_t a = w.a[size_t(r)], e = w.e[size_t(r)];
+        Acc *sc[4], *dp[4];
+        for (int64_t x = 0; x < m; ++x) {
+            sc[x] = &w.s[size_t(x * kKeyTile)];
+            dp[x] = &w.dp[size_t(x * kKeyTile)];
+        }
+        if (m == 4) {
+            bwd::rows4_dots(&w.qp[size_t(r)], w.tile.kp.data(), a, e, p_.d_qk, sc);
+            bwd::rows4_dots(&w.dp_rows[size_t(r)], w.tile.vp.data(), a, e, p_.d_v, dp);
+        } else {
+            row_dots(w.qp[size_t(r)], w.tile.kp.data(), a, e, p_.d_qk, sc[0]);
+            row_dots(w.dp_rows[size_t(r)], w.tile.vp.data(), a, e, p_.d_v, dp[0]);
+        }
+        for (int64_t x = 0; x < m; ++x) {
+            const Acc L = w.L[size_t(r + x)], D = w.D[size_t(r + x)];
+            for (int64_t j = a; j < e; ++j) {
+                Acc prob = std::exp(scale_ * sc[x][j] - L);
+                w.wv[size_t(j * rows + r + x)] = prob;
+                w.wk[size_t(j * rows + r + x)] = scale_ * prob * (dp[x][j] - D);
+            }
+        }
+    }
+
     // Pass B: dk and dv of one key tile [j0, j0 + n) of kv head hk.
     void key_tile(const Tile &t, int64_t hk, ScratchB &w) {
         const Seq &s = seqs_[size_t(t.seq)];
@@ -272,7 +343,7 @@ private:
         if (ilo < ihi) load_keys(s, t.seq, hk, j0, n, w.tile, true);
         for (int64_t i0 = ilo; i0 < ihi; i0 += Q_) {
             const int64_t i1 = std::min(ihi, i0 + Q_);
-            // Live rows of the chunk, in (query, head) order.
+            // Live rows of the chunk, in (query, head) order, with their key range in the tile.
             int64_t R = 0;
             for (int64_t i = i0; i < i1; ++i) {
                 int64_t lo, hi;
@@ -282,28 +353,35 @@ private:
                 int64_t gi = s.q0 + i;
                 for (int64_t g = 0; g < G_; ++g) {
                     int64_t h = hk * G_ + g;
-                    const Acc L = L_[size_t(gi * p_.h_q + h)], D = D_[size_t(gi * p_.h_q + h)];
+                    const Acc L = L_[size_t(gi * p_.h_q + h)];
                     if (bwd::dead_row(L)) continue;
-                    const Acc *q = row_ptr<Acc>(p_.q, p_.dtype, offset(p_.q_stride, t.seq, s.q0, i, h),
-                                                dqk, &w.q[size_t(R * dqk)]);
+                    w.qp[size_t(R)] = row_ptr<Acc>(p_.q, p_.dtype,
+                                                   offset(p_.q_stride, t.seq, s.q0, i, h), dqk,
+                                                   &w.q[size_t(R * dqk)]);
                     Acc *dout = &w.dout[size_t(R * dv)];
                     load_row<Acc>(p_.dout, p_.dtype, offset(p_.dout_stride, t.seq, s.q0, i, h), dv, dout);
                     if (rot_.active()) rot_.apply(gi, dout);
-                    w.qp[size_t(R)] = q;
                     w.dp_rows[size_t(R)] = dout;
                     w.query[size_t(R)] = i;
-                    Acc *sc = w.s.data(), *dp = w.dp.data();
-                    row_dots(q, w.tile.kp.data(), a, e, dqk, sc);
-                    row_dots(dout, w.tile.vp.data(), a, e, dv, dp);
-                    for (int64_t j = a; j < e; ++j) {
-                        Acc prob = std::exp(scale_ * sc[j] - L);
-                        w.wv[size_t(j * rows + R)] = prob;
-                        w.wk[size_t(j * rows + R)] = scale_ * prob * (dp[j] - D);
-                    }
+                    w.a[size_t(R)] = a;
+                    w.e[size_t(R)] = e;
+                    w.L[size_t(R)] = L;
+                    w.D[size_t(R)] = D_[size_t(gi * p_.h_q + h)];
                     ++R;
                 }
             }
             if (R == 0) continue;
+            for (int64_t r = 0; r < R;) {
+                int64_t m = r + 4 <= R && w.a[size_t(r + 3)] == w.a[size_t(r)] &&
+                                    w.e[size_t(r + 3)] == w.e[size_t(r)] &&
+                                    w.a[size_t(r + 1)] == w.a[size_t(r)] &&
+                                    w.e[size_t(r + 1)] == w.e[size_t(r)] &&
+                                    w.a[size_t(r + 2)] == w.a[size_t(r)] &&
+                                    w.e[size_t(r + 2)] == w.e[size_t(r)]
+                                ? 4 : 1;
+                weights(w, r, m, rows);
+                r += m;
+            }
             // Key j takes the rows whose query sees it: a contiguous run, since visibility
             // depends on the query only and rows are in query order.
             const int64_t *qb = w.query.data(), *qe = qb + R;
@@ -311,12 +389,33 @@ private:
                 int64_t first = p_.causal ? j0 + j - shift : std::numeric_limits<int64_t>::min();
                 int64_t last = p_.window > 0 ? j0 + j - shift + p_.window  // exclusive
                                              : std::numeric_limits<int64_t>::max();
-                int64_t r0 = std::lower_bound(qb, qe, first) - qb;
-                int64_t r1 = std::lower_bound(qb, qe, last) - qb;
-                if (r0 >= r1) continue;
-                const Acc *wk = &w.wk[size_t(j * rows)], *wv = &w.wv[size_t(j * rows)];
-                row_accumulate(&w.dk[size_t(j * dqk)], wk, w.qp.data(), r0, r1, dqk);
-                row_accumulate(&w.dv[size_t(j * dv)], wv, w.dp_rows.data(), r0, r1, dv);
+                w.r0[size_t(j)] = std::lower_bound(qb, qe, first) - qb;
+                w.r1[size_t(j)] = std::lower_bound(qb, qe, last) - qb;
+            }
+            for (int64_t j = 0; j < n;) {
+                const int64_t r0 = w.r0[size_t(j)], r1 = w.r1[size_t(j)];
+                int64_t m = j + 4 <= n && w.r0[size_t(j + 3)] == r0 && w.r1[size_t(j + 3)] == r1 &&
+                                    w.r0[size_t(j + 1)] == r0 && w.r1[size_t(j + 1)] == r1 &&
+                                    w.r0[size_t(j + 2)] == r0 && w.r1[size_t(j + 2)] == r1
+                                ? 4 : 1;
+                if (r0 < r1) {
+                    Acc *dk[4], *dvr[4];
+                    const Acc *wk[4], *wv[4];
+                    for (int64_t x = 0; x < m; ++x) {
+                        dk[x] = &w.dk[size_t((j + x) * dqk)];
+                        dvr[x] = &w.dv[size_t((j + x) * dv)];
+                        wk[x] = &w.wk[size_t((j + x) * rows)];
+                        wv[x] = &w.wv[size_t((j + x) * rows)];
+                    }
+                    if (m == 4) {
+                        bwd::rows4_accumulate(dk, wk, w.qp.data(), r0, r1, dqk);
+                        bwd::rows4_accumulate(dvr, wv, w.dp_rows.data(), r0, r1, dv);
+                    } else {
+                        row_accumulate(dk[0], wk[0], w.qp.data(), r0, r1, dqk);
+                        row_accumulate(dvr[0], wv[0], w.dp_rows.data(), r0, r1, dv);
+                    }
+                }
+                j += m;
             }
         }
         for (int64_t j = 0; j < n; ++j) {

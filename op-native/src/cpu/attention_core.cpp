@@ -29,32 +29,32 @@ template <typename A>
 __attribute__((target("avx2,fma"))) void add_tile_avx2(SoftmaxState<A> &st, const A *q,
                                                        int64_t d_qk, A scale, const KeyTile<A> &t,
                                                        const int32_t *lo, const int32_t *hi,
-                                                       A *scores, A *kt) {
-    add_tile_impl<A, 32>(st, q, d_qk, scale, t, lo, hi, scores, kt);
+                                                       const TileBuffers<A> &buf) {
+    add_tile_impl<A, 32>(st, q, d_qk, scale, t, lo, hi, buf);
 }
 #endif
 
 template <typename A>
 void add_tile_any(SoftmaxState<A> &st, const A *q, int64_t d_qk, A scale, const KeyTile<A> &t,
-                  const int32_t *lo, const int32_t *hi, A *scores, A *kt) {
+                  const int32_t *lo, const int32_t *hi, const TileBuffers<A> &buf) {
 #ifdef MLA_AVX2_PATH
-    if (use_avx2()) return add_tile_avx2<A>(st, q, d_qk, scale, t, lo, hi, scores, kt);
+    if (use_avx2()) return add_tile_avx2<A>(st, q, d_qk, scale, t, lo, hi, buf);
 #endif
-    add_tile_impl<A, 16>(st, q, d_qk, scale, t, lo, hi, scores, kt);
+    add_tile_impl<A, 16>(st, q, d_qk, scale, t, lo, hi, buf);
 }
 
 }  // namespace
 
 void add_tile(SoftmaxState<float> &st, const float *q, int64_t d_qk, float scale,
-              const KeyTile<float> &t, const int32_t *lo, const int32_t *hi, float *scores,
-              float *kt) {
-    add_tile_any<float>(st, q, d_qk, scale, t, lo, hi, scores, kt);
+              const KeyTile<float> &t, const int32_t *lo, const int32_t *hi,
+              const TileBuffers<float> &buf) {
+    add_tile_any<float>(st, q, d_qk, scale, t, lo, hi, buf);
 }
 
 void add_tile(SoftmaxState<double> &st, const double *q, int64_t d_qk, double scale,
-              const KeyTile<double> &t, const int32_t *lo, const int32_t *hi, double *scores,
-              double *kt) {
-    add_tile_any<double>(st, q, d_qk, scale, t, lo, hi, scores, kt);
+              const KeyTile<double> &t, const int32_t *lo, const int32_t *hi,
+              const TileBuffers<double> &buf) {
+    add_tile_any<double>(st, q, d_qk, scale, t, lo, hi, buf);
 }
 
 }  // namespace cpu

@@ -46,6 +46,8 @@ constexpr int32_t native_dtype() {
 template <typename A, int VB>
 struct Simd {
     typedef A V __attribute__((vector_size(VB)));
+    // The same vector at element alignment, allowed to alias A: unaligned loads and stores.
+    typedef A U __attribute__((vector_size(VB), aligned(alignof(A)), may_alias));
     static constexpr int N = VB / int(sizeof(A));
 };
 
@@ -53,12 +55,19 @@ struct Simd {
 // have a different calling convention in the two instruction sets.
 template <typename A, int VB>
 MLA_ALWAYS_INLINE void vload(typename Simd<A, VB>::V &v, const A *p) {
-    std::memcpy(&v, p, sizeof v);
+    v = *reinterpret_cast<const typename Simd<A, VB>::U *>(p);
 }
 
 template <typename A, int VB>
 MLA_ALWAYS_INLINE void vstore(A *p, const typename Simd<A, VB>::V &v) {
-    std::memcpy(p, &v, sizeof v);
+    *reinterpret_cast<typename Simd<A, VB>::U *>(p) = v;
+}
+
+// All lanes = x. (Written as 0 + x: the forms GCC folds to a bare broadcast in the baseline
+// compile into lane-by-lane inserts in the AVX2 build.)
+template <typename A, int VB>
+MLA_ALWAYS_INLINE void vsplat(typename Simd<A, VB>::V &v, A x) {
+    v = typename Simd<A, VB>::V{} + x;
 }
 
 template <typename A, int VB>
@@ -145,7 +154,8 @@ MLA_ALWAYS_INLINE void score_block(const A *q, int64_t q_stride, const A *kt, in
         V kv[C];
         for (int c = 0; c < C; ++c) vload<A, VB>(kv[c], kt + i * kKeyTile + jb + c * N);
         for (int r = 0; r < R; ++r) {
-            V b = V{} + q[r * q_stride + i];
+            V b;
+            vsplat<A, VB>(b, q[r * q_stride + i]);
             for (int c = 0; c < C; ++c) acc[r][c] += b * kv[c];
         }
     }
@@ -305,84 +315,117 @@ MLA_ALWAYS_INLINE void add_tile_row(SoftmaxState<A> &st, int64_t r, const A *q, 
         pv_block<A, VB, 1>(st.acc + r * st.d_v, st.d_v, s, kKeyTile, t.v, j0, j1, st.d_v);
 }
 
+// Scratch of add_tile: scores [rows][kKeyTile]; the tile's keys transposed, kt
+// [d_qk][kKeyTile], and its values packed, vt [kKeyTile][d_v] (both used from four rows on).
+template <typename A>
+struct TileBuffers {
+    A *scores, *kt, *vt;
+};
+
 // One row over the tile keys [j0, j1) with the keys transposed in kt. Scores are computed for
 // whole vector chunks around the range; the extra ones are never read.
 template <typename A, int VB>
 MLA_ALWAYS_INLINE void add_tile_row_t(SoftmaxState<A> &st, int64_t r, const A *q, int64_t d_qk,
-                                      A scale, const KeyTile<A> &t, const A *kt, int64_t j0,
+                                      A scale, const A *kt, const A *const *v, int64_t j0,
                                       int64_t j1, A *scores) {
-    constexpr int64_t chunk = 4 * Simd<A, VB>::N;
+    constexpr int64_t chunk = 2 * Simd<A, VB>::N;
     if (j0 >= j1) return;
     A *s = scores + r * kKeyTile;
     for (int64_t jb = j0 / chunk * chunk; jb < j1; jb += chunk)
-        score_block<A, VB, 1, 4>(q + r * d_qk, d_qk, kt, d_qk, jb, scale, s);
+        score_block<A, VB, 1, 2>(q + r * d_qk, d_qk, kt, d_qk, jb, scale, s);
     if (softmax_update<A, VB>(st, r, s, j0, j1))
-        pv_block<A, VB, 1>(st.acc + r * st.d_v, st.d_v, s, kKeyTile, t.v, j0, j1, st.d_v);
+        pv_block<A, VB, 1>(st.acc + r * st.d_v, st.d_v, s, kKeyTile, v, j0, j1, st.d_v);
+}
+
+// Four rows r..r+3, row i over the tile keys [j0[i], j1[i]). Scores for the union of the
+// ranges (each row reads only its own); P.V four rows at a time over the common part of the
+// ranges and row by row over the rest, so no row ever touches a key outside its range.
+template <typename A, int VB>
+MLA_ALWAYS_INLINE void add_tile_rows4(SoftmaxState<A> &st, int64_t r, const A *q, int64_t d_qk,
+                                      A scale, const A *kt, const A *const *v,
+                                      const int64_t *j0, const int64_t *j1, A *scores) {
+    constexpr int64_t chunk = 2 * Simd<A, VB>::N;
+    const int64_t d_v = st.d_v;
+    int64_t lo = kKeyTile, hi = 0, common_lo = 0, common_hi = kKeyTile;
+    for (int i = 0; i < 4; ++i) {
+        if (j0[i] < j1[i]) {
+            lo = std::min(lo, j0[i]);
+            hi = std::max(hi, j1[i]);
+        }
+        common_lo = std::max(common_lo, j0[i]);
+        common_hi = std::min(common_hi, j1[i]);
+    }
+    if (lo >= hi) return;
+    A *s = scores + r * kKeyTile;
+    for (int64_t jb = lo / chunk * chunk; jb < hi; jb += chunk)
+        score_block<A, VB, 4, 2>(q + r * d_qk, d_qk, kt, d_qk, jb, scale, s);
+    bool live[4];
+    for (int i = 0; i < 4; ++i)
+        live[i] = softmax_update<A, VB>(st, r + i, s + i * kKeyTile, j0[i], j1[i]);
+    const bool together = live[0] && live[1] && live[2] && live[3] && common_lo < common_hi;
+    if (together)
+        pv_block<A, VB, 4>(st.acc + r * d_v, d_v, s, kKeyTile, v, common_lo, common_hi, d_v);
+    for (int i = 0; i < 4; ++i) {
+        if (!live[i]) continue;
+        A *acc = st.acc + (r + i) * d_v;
+        const A *p = s + i * kKeyTile;
+        if (together) {
+            pv_block<A, VB, 1>(acc, d_v, p, kKeyTile, v, j0[i], common_lo, d_v);
+            pv_block<A, VB, 1>(acc, d_v, p, kKeyTile, v, common_hi, j1[i], d_v);
+        } else {
+            pv_block<A, VB, 1>(acc, d_v, p, kKeyTile, v, j0[i], j1[i], d_v);
+        }
+    }
 }
 
 // add_tile for one vector width; see add_tile.
 template <typename A, int VB>
 MLA_ALWAYS_INLINE void add_tile_impl(SoftmaxState<A> &st, const A *q, int64_t d_qk, A scale,
                                      const KeyTile<A> &t, const int32_t *lo, const int32_t *hi,
-                                     A *scores, A *kt) {
-    static_assert(kKeyTile % (4 * Simd<A, VB>::N) == 0, "tile must hold whole key chunks");
+                                     const TileBuffers<A> &buf) {
+    static_assert(kKeyTile % (2 * Simd<A, VB>::N) == 0, "tile must hold whole key chunks");
     const int64_t n = t.n, d_v = st.d_v;
     if (n == 0) return;
     if (st.rows < 4) {
         for (int64_t r = 0; r < st.rows; ++r)
-            add_tile_row<A, VB>(st, r, q, d_qk, scale, t, lo ? lo[r] : 0, lo ? hi[r] : n, scores);
+            add_tile_row<A, VB>(st, r, q, d_qk, scale, t, lo ? lo[r] : 0, lo ? hi[r] : n,
+                                buf.scores);
         return;
     }
-    // Keys transposed once per tile: kt [d_qk][kKeyTile].
+    // Keys transposed and values packed once per tile: every row reads them from a small
+    // contiguous block (rows of the caller's tensors can be far apart and alias in the cache).
+    const A *v[kKeyTile];
     for (int64_t j = 0; j < n; ++j) {
         const A *k = t.k[j];
-        for (int64_t i = 0; i < d_qk; ++i) kt[i * kKeyTile + j] = k[i];
+        for (int64_t i = 0; i < d_qk; ++i) buf.kt[i * kKeyTile + j] = k[i];
+        A *vj = buf.vt + j * d_v;
+        std::copy(t.v[j], t.v[j] + d_v, vj);
+        v[j] = vj;
     }
-    constexpr int64_t chunk = 2 * Simd<A, VB>::N;
     int64_t r = 0;
-    // Blocks of four rows with one key range (all heads of a query, or the whole unit when the
-    // ranges are shared): each loaded key vector feeds four rows, in the scores and in P.V.
     for (; r + 4 <= st.rows; r += 4) {
-        int64_t j0 = lo ? lo[r] : 0, j1 = lo ? hi[r] : n;
-        bool uniform = !lo || (lo[r + 1] == j0 && lo[r + 2] == j0 && lo[r + 3] == j0 &&
-                               hi[r + 1] == j1 && hi[r + 2] == j1 && hi[r + 3] == j1);
-        if (!uniform) {
-            for (int i = 0; i < 4; ++i)
-                add_tile_row_t<A, VB>(st, r + i, q, d_qk, scale, t, kt, lo[r + i], hi[r + i],
-                                      scores);
-            continue;
+        int64_t j0[4], j1[4];
+        for (int i = 0; i < 4; ++i) {
+            j0[i] = lo ? lo[r + i] : 0;
+            j1[i] = lo ? hi[r + i] : n;
         }
-        if (j0 >= j1) continue;
-        A *s = scores + r * kKeyTile;
-        for (int64_t jb = j0 / chunk * chunk; jb < j1; jb += chunk)
-            score_block<A, VB, 4, 2>(q + r * d_qk, d_qk, kt, d_qk, jb, scale, s);
-        bool live[4];
-        for (int i = 0; i < 4; ++i)
-            live[i] = softmax_update<A, VB>(st, r + i, s + i * kKeyTile, j0, j1);
-        if (live[0] && live[1] && live[2] && live[3]) {
-            pv_block<A, VB, 4>(st.acc + r * d_v, d_v, s, kKeyTile, t.v, j0, j1, d_v);
-        } else {
-            for (int i = 0; i < 4; ++i)
-                if (live[i])
-                    pv_block<A, VB, 1>(st.acc + (r + i) * d_v, d_v, s + i * kKeyTile, kKeyTile,
-                                       t.v, j0, j1, d_v);
-        }
+        add_tile_rows4<A, VB>(st, r, q, d_qk, scale, buf.kt, v, j0, j1, buf.scores);
     }
     for (; r < st.rows; ++r)
-        add_tile_row_t<A, VB>(st, r, q, d_qk, scale, t, kt, lo ? lo[r] : 0, lo ? hi[r] : n,
-                              scores);
+        add_tile_row_t<A, VB>(st, r, q, d_qk, scale, buf.kt, v, lo ? lo[r] : 0, lo ? hi[r] : n,
+                              buf.scores);
 }
 
 // Folds a tile of keys into the state. q: [rows, d_qk] contiguous. Row r attends the tile keys
-// [lo[r], hi[r]) (all n when lo is null). Scratch: scores rows * kKeyTile, kt d_qk * kKeyTile.
-// Keys outside a row's range never enter its sums (they may hold NaN).
-// Runs the AVX2 + FMA build of add_tile_impl where the processor has it (attention_core.cpp).
+// [lo[r], hi[r]) (all n when lo is null). Keys outside a row's range never enter its sums
+// (they may hold NaN). Runs the AVX2 + FMA build of add_tile_impl where the processor has it
+// (attention_core.cpp).
 void add_tile(SoftmaxState<float> &st, const float *q, int64_t d_qk, float scale,
-              const KeyTile<float> &t, const int32_t *lo, const int32_t *hi, float *scores,
-              float *kt);
+              const KeyTile<float> &t, const int32_t *lo, const int32_t *hi,
+              const TileBuffers<float> &buf);
 void add_tile(SoftmaxState<double> &st, const double *q, int64_t d_qk, double scale,
-              const KeyTile<double> &t, const int32_t *lo, const int32_t *hi, double *scores,
-              double *kt);
+              const KeyTile<double> &t, const int32_t *lo, const int32_t *hi,
+              const TileBuffers<double> &buf);
 
 // Merges the state of one row of another key split (m2, l2, acc2) into (m, l, acc). A state
 // with l = 0 has no keys and its acc is not meaningful.
@@ -440,11 +483,11 @@ inline A write_output_row(A m, A l, A *acc, int64_t d_v, const float *sink,
 // ---- per-worker scratch ------------------------------------------------------------------------
 
 // Buffers one worker needs for a unit of `rows` query rows: the queries converted to A, key and
-// value tiles for rows that need conversion, the tile's scores and transposed keys, the softmax
-// state and per-row key ranges. Allocated before a parallel region, never inside it.
+// value tiles for rows that need conversion, add_tile's buffers, the softmax state and per-row
+// key ranges. Allocated before a parallel region, never inside it.
 template <typename A>
 struct Scratch {
-    std::vector<A> q, keys, values, scores, kt, state;
+    std::vector<A> q, keys, values, scores, kt, vt, state;
     std::vector<int32_t> lo, hi;
     KeyTile<A> tile;
 
@@ -454,10 +497,13 @@ struct Scratch {
         if (separate_values) values.resize(size_t(kKeyTile * d_v));
         scores.resize(size_t(rows * kKeyTile));
         kt.resize(size_t(rows >= 4 ? d_qk * kKeyTile : 0));
+        vt.resize(size_t(rows >= 4 ? kKeyTile * d_v : 0));
         if (own_state) state.resize(size_t(SoftmaxState<A>::size(rows, d_v)));
         lo.resize(size_t(rows));
         hi.resize(size_t(rows));
     }
+
+    TileBuffers<A> buffers() { return TileBuffers<A>{scores.data(), kt.data(), vt.data()}; }
 };
 
 }  // namespace cpu

@@ -2,7 +2,9 @@
 // Unit: a block of consecutive queries of one sequence and one KV head; rows are those queries
 // times the query heads of the group (row = query * group + head). Each key tile is converted
 // once per unit and feeds all its rows; rows whose causal / window range does not cover the
-// whole tile are masked per row, never by multiplying a hidden key by zero.
+// whole tile are masked per row, never by multiplying a hidden key by zero. Units run KV head
+// by KV head (the blocks of one head reuse its keys and values from cache), the blocks with the
+// most keys first (the pool hands out work in order, so the long ones do not come last).
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -78,28 +80,43 @@ void run(const mla_attention_params &p) {
     }
     const int64_t block_q = std::max<int64_t>(1, std::min(max_q, kUnitRows / group));
     std::vector<QueryBlock> blocks;
+    std::vector<int64_t> work;  // keys the block's last query sees: its share of the cost
     for (int64_t b = 0; b < p.b; ++b) {
         Sequence s = sequence(b);
-        for (int64_t q0 = 0; q0 < s.q_len; q0 += block_q)
-            blocks.push_back({b, q0, std::min(block_q, s.q_len - q0)});
+        for (int64_t q0 = 0; q0 < s.q_len; q0 += block_q) {
+            QueryBlock blk{b, q0, std::min(block_q, s.q_len - q0)};
+            int64_t lo, hi;
+            key_range(s, blk.q0 + blk.nq - 1, &lo, &hi);
+            blocks.push_back(blk);
+            work.push_back(hi - lo);
+        }
     }
+    std::vector<size_t> order(blocks.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return work[a] > work[b]; });
+    std::vector<QueryBlock> sorted(blocks.size());
+    for (size_t i = 0; i < order.size(); ++i) sorted[i] = blocks[order[i]];
+    blocks.swap(sorted);
+    const int64_t n_blocks = int64_t(blocks.size());
 
     std::unique_ptr<RopeAngles> rotation;
     if (p.out_rotation.positions) rotation.reset(new RopeAngles(p.out_rotation.rope));
 
     UnitShape sh;
-    sh.units = int64_t(blocks.size()) * h_kv;
+    sh.units = n_blocks * h_kv;
     sh.max_rows = block_q * group;
     sh.d_qk = d_qk;
     sh.d_v = d_v;
     sh.max_keys = max_k;
     sh.separate_values = !direct && !shared_v;
 
-    auto rows_of = [&](int64_t u) { return blocks[size_t(u / h_kv)].nq * group; };
+    // Unit u: KV head u / n_blocks, block u % n_blocks.
+    auto rows_of = [&](int64_t u) { return blocks[size_t(u % n_blocks)].nq * group; };
 
     auto process = [&](Scratch<A> &w, int64_t u, int64_t k0, int64_t k1, SoftmaxState<A> &st) {
-        const QueryBlock &blk = blocks[size_t(u / h_kv)];
-        const int64_t kvh = u % h_kv, b = blk.seq;
+        const QueryBlock &blk = blocks[size_t(u % n_blocks)];
+        const int64_t kvh = u / n_blocks, b = blk.seq;
         const Sequence s = sequence(b);
         int64_t first_lo, first_hi, last_lo, last_hi;
         key_range(s, blk.q0, &first_lo, &first_hi);
@@ -147,14 +164,14 @@ void run(const mla_attention_params &p) {
                 }
             }
             add_tile(st, w.q.data(), d_qk, scale, tile, ranged ? w.lo.data() : nullptr,
-                     ranged ? w.hi.data() : nullptr, w.scores.data(), w.kt.data());
+                     ranged ? w.hi.data() : nullptr, w.buffers());
         }
     };
 
     auto emit = [&](int64_t u, int64_t r, A m, A l, A *acc) {
-        const QueryBlock &blk = blocks[size_t(u / h_kv)];
+        const QueryBlock &blk = blocks[size_t(u % n_blocks)];
         const int64_t b = blk.seq, i = blk.q0 + r / group;
-        const int64_t h = (u % h_kv) * group + r % group;
+        const int64_t h = (u / n_blocks) * group + r % group;
         const Sequence s = sequence(b);
         // Query row in the op's order: b * s_q + i batched, the packed row in varlen.
         const int64_t row = varlen ? s.q_start + i : b * p.s_q + i;

@@ -16,6 +16,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 #include "common/dtype.h"
@@ -38,36 +39,59 @@ void sparse_prefill_backward(const mla_sparse_prefill_params &p);
 // Helpers shared by the two backward kernels.
 namespace bwd {
 
-// The micro kernels below use 16-byte vectors (GCC / Clang vector extensions): SSE on x86-64,
-// NEON elsewhere; unaligned loads and stores go through memcpy.
+// The micro kernels use GCC / Clang vector extensions of VB bytes: 16 (SSE, the build's
+// baseline, or NEON) everywhere and, on x86-64, 32 in copies compiled for AVX2 + FMA that are
+// chosen at run time when the processor has them (MLA4J_DISABLE_AVX2=1 forces the baseline).
+// Unaligned loads and stores go through memcpy.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MLA_BWD_AVX2 1
+#endif
+#define MLA_BWD_INLINE inline __attribute__((always_inline))
+
+#ifdef MLA_BWD_AVX2
+inline bool use_avx2() {
+    static const bool yes = [] {
+        const char *off = std::getenv("MLA4J_DISABLE_AVX2");
+        if (off && off[0] && off[0] != '0') return false;
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
+    return yes;
+}
+#endif
+
+// Vectors pass by reference: a 32-byte vector by value would change the calling convention
+// between the baseline and the AVX2 code.
 template <typename V, typename T>
-inline V load_vec(const T *p) {
-    V v;
+MLA_BWD_INLINE void load_vec(V &v, const T *p) {
     __builtin_memcpy(&v, p, sizeof v);
-    return v;
 }
 
 template <typename V, typename T>
-inline void store_vec(T *p, V v) {
+MLA_BWD_INLINE void store_vec(T *p, const V &v) {
     __builtin_memcpy(p, &v, sizeof v);
 }
 
 // out[j] = a . b[j] over k dims, for j in [j0, j1). Four rows of b at a time share each load
 // of a; two vectors per row keep eight independent sums in flight.
-template <typename T>
-inline void row_dots(const T *a, const T *const *b, int64_t j0, int64_t j1, int64_t k, T *out) {
-    typedef T vec __attribute__((vector_size(16)));
-    constexpr int V = 16 / sizeof(T);
+template <typename T, int VB>
+MLA_BWD_INLINE void row_dots_impl(const T *a, const T *const *b, int64_t j0, int64_t j1,
+                                  int64_t k, T *out) {
+    typedef T vec __attribute__((vector_size(VB)));
+    constexpr int V = VB / sizeof(T);
     int64_t j = j0;
     for (; j + 4 <= j1; j += 4) {
         const T *rows[4] = {b[j], b[j + 1], b[j + 2], b[j + 3]};
         vec acc[4][2] = {};
         int64_t i = 0;
         for (; i + 2 * V <= k; i += 2 * V) {
-            vec x0 = load_vec<vec>(a + i), x1 = load_vec<vec>(a + i + V);
+            vec x0, x1, y0, y1;
+            load_vec(x0, a + i);
+            load_vec(x1, a + i + V);
             for (int c = 0; c < 4; ++c) {
-                acc[c][0] += x0 * load_vec<vec>(rows[c] + i);
-                acc[c][1] += x1 * load_vec<vec>(rows[c] + i + V);
+                load_vec(y0, rows[c] + i);
+                load_vec(y1, rows[c] + i + V);
+                acc[c][0] += x0 * y0;
+                acc[c][1] += x1 * y1;
             }
         }
         for (int c = 0; c < 4; ++c) {
@@ -83,8 +107,13 @@ inline void row_dots(const T *a, const T *const *b, int64_t j0, int64_t j1, int6
         vec acc[2] = {};
         int64_t i = 0;
         for (; i + 2 * V <= k; i += 2 * V) {
-            acc[0] += load_vec<vec>(a + i) * load_vec<vec>(row + i);
-            acc[1] += load_vec<vec>(a + i + V) * load_vec<vec>(row + i + V);
+            vec x0, x1, y0, y1;
+            load_vec(x0, a + i);
+            load_vec(x1, a + i + V);
+            load_vec(y0, row + i);
+            load_vec(y1, row + i + V);
+            acc[0] += x0 * y0;
+            acc[1] += x1 * y1;
         }
         vec v = acc[0] + acc[1];
         T s = 0;
@@ -96,25 +125,32 @@ inline void row_dots(const T *a, const T *const *b, int64_t j0, int64_t j1, int6
 
 // acc[c] += sum_j w[j] * b[j][c] for c < d and j in [j0, j1): a chunk of four vectors of acc
 // stays in registers while the rows of b stream past.
-template <typename T>
-inline void row_accumulate(T *acc, const T *w, const T *const *b, int64_t j0, int64_t j1,
-                           int64_t d) {
-    typedef T vec __attribute__((vector_size(16)));
-    constexpr int V = 16 / sizeof(T), U = 4;
+template <typename T, int VB>
+MLA_BWD_INLINE void row_accumulate_impl(T *acc, const T *w, const T *const *b, int64_t j0,
+                                        int64_t j1, int64_t d) {
+    typedef T vec __attribute__((vector_size(VB)));
+    constexpr int V = VB / sizeof(T), U = 4;
     int64_t c = 0;
     for (; c + U * V <= d; c += U * V) {
-        vec a[U];
-        for (int u = 0; u < U; ++u) a[u] = load_vec<vec>(acc + c + u * V);
+        vec a[U], y;
+        for (int u = 0; u < U; ++u) load_vec(a[u], acc + c + u * V);
         for (int64_t j = j0; j < j1; ++j) {
             const T wj = w[j];
             const T *row = b[j] + c;
-            for (int u = 0; u < U; ++u) a[u] += wj * load_vec<vec>(row + u * V);
+            for (int u = 0; u < U; ++u) {
+                load_vec(y, row + u * V);
+                a[u] += wj * y;
+            }
         }
         for (int u = 0; u < U; ++u) store_vec(acc + c + u * V, a[u]);
     }
     for (; c + V <= d; c += V) {
-        vec a = load_vec<vec>(acc + c);
-        for (int64_t j = j0; j < j1; ++j) a += w[j] * load_vec<vec>(b[j] + c);
+        vec a, y;
+        load_vec(a, acc + c);
+        for (int64_t j = j0; j < j1; ++j) {
+            load_vec(y, b[j] + c);
+            a += w[j] * y;
+        }
         store_vec(acc + c, a);
     }
     for (; c < d; ++c) {
@@ -122,6 +158,133 @@ inline void row_accumulate(T *acc, const T *w, const T *const *b, int64_t j0, in
         for (int64_t j = j0; j < j1; ++j) s += w[j] * b[j][c];
         acc[c] = s;
     }
+}
+
+// Four rows at once: out[r][j] = a[r] . b[j] for r < 4, j in [j0, j1). Each load of a key
+// feeds four rows (two keys at a time: eight independent sums).
+template <typename T, int VB>
+MLA_BWD_INLINE void rows4_dots_impl(const T *const *a, const T *const *b, int64_t j0,
+                                    int64_t j1, int64_t k, T *const *out) {
+    typedef T vec __attribute__((vector_size(VB)));
+    constexpr int V = VB / sizeof(T);
+    int64_t j = j0;
+    for (; j < j1; j += 2) {
+        const int nk = j + 1 < j1 ? 2 : 1;
+        const T *keys[2] = {b[j], b[j + nk - 1]};
+        vec acc[4][2] = {};
+        int64_t i = 0;
+        for (; i + V <= k; i += V) {
+            vec y0, y1, x;
+            load_vec(y0, keys[0] + i);
+            load_vec(y1, keys[1] + i);
+            for (int r = 0; r < 4; ++r) {
+                load_vec(x, a[r] + i);
+                acc[r][0] += x * y0;
+                acc[r][1] += x * y1;
+            }
+        }
+        for (int r = 0; r < 4; ++r)
+            for (int c = 0; c < nk; ++c) {
+                T s = 0;
+                for (int l = 0; l < V; ++l) s += acc[r][c][l];
+                for (int64_t t = i; t < k; ++t) s += a[r][t] * keys[c][t];
+                out[r][j + c] = s;
+            }
+    }
+}
+
+// Four accumulator rows at once: acc[r][c] += sum_j w[r][j] * b[j][c] for r < 4, c < d,
+// j in [j0, j1). Each load of a row of b feeds the four accumulators.
+template <typename T, int VB>
+MLA_BWD_INLINE void rows4_accumulate_impl(T *const *acc, const T *const *w, const T *const *b,
+                                          int64_t j0, int64_t j1, int64_t d) {
+    typedef T vec __attribute__((vector_size(VB)));
+    constexpr int V = VB / sizeof(T), U = 2;
+    int64_t c = 0;
+    for (; c + U * V <= d; c += U * V) {
+        vec a[4][U], y[U];
+        for (int r = 0; r < 4; ++r)
+            for (int u = 0; u < U; ++u) load_vec(a[r][u], acc[r] + c + u * V);
+        for (int64_t j = j0; j < j1; ++j) {
+            for (int u = 0; u < U; ++u) load_vec(y[u], b[j] + c + u * V);
+            for (int r = 0; r < 4; ++r) {
+                const T wj = w[r][j];
+                for (int u = 0; u < U; ++u) a[r][u] += wj * y[u];
+            }
+        }
+        for (int r = 0; r < 4; ++r)
+            for (int u = 0; u < U; ++u) store_vec(acc[r] + c + u * V, a[r][u]);
+    }
+    for (; c < d; ++c)
+        for (int r = 0; r < 4; ++r) {
+            T s = acc[r][c];
+            for (int64_t j = j0; j < j1; ++j) s += w[r][j] * b[j][c];
+            acc[r][c] = s;
+        }
+}
+
+#ifdef MLA_BWD_AVX2
+template <typename T>
+__attribute__((target("avx2,fma"))) void row_dots_avx2(const T *a, const T *const *b,
+                                                       int64_t j0, int64_t j1, int64_t k, T *out) {
+    row_dots_impl<T, 32>(a, b, j0, j1, k, out);
+}
+
+template <typename T>
+__attribute__((target("avx2,fma"))) void rows4_dots_avx2(const T *const *a, const T *const *b,
+                                                         int64_t j0, int64_t j1, int64_t k,
+                                                         T *const *out) {
+    rows4_dots_impl<T, 32>(a, b, j0, j1, k, out);
+}
+
+template <typename T>
+__attribute__((target("avx2,fma"))) void rows4_accumulate_avx2(T *const *acc, const T *const *w,
+                                                               const T *const *b, int64_t j0,
+                                                               int64_t j1, int64_t d) {
+    rows4_accumulate_impl<T, 32>(acc, w, b, j0, j1, d);
+}
+
+template <typename T>
+__attribute__((target("avx2,fma"))) void row_accumulate_avx2(T *acc, const T *w,
+                                                             const T *const *b, int64_t j0,
+                                                             int64_t j1, int64_t d) {
+    row_accumulate_impl<T, 32>(acc, w, b, j0, j1, d);
+}
+#endif
+
+template <typename T>
+inline void row_dots(const T *a, const T *const *b, int64_t j0, int64_t j1, int64_t k, T *out) {
+#ifdef MLA_BWD_AVX2
+    if (use_avx2()) return row_dots_avx2<T>(a, b, j0, j1, k, out);
+#endif
+    row_dots_impl<T, 16>(a, b, j0, j1, k, out);
+}
+
+template <typename T>
+inline void row_accumulate(T *acc, const T *w, const T *const *b, int64_t j0, int64_t j1,
+                           int64_t d) {
+#ifdef MLA_BWD_AVX2
+    if (use_avx2()) return row_accumulate_avx2<T>(acc, w, b, j0, j1, d);
+#endif
+    row_accumulate_impl<T, 16>(acc, w, b, j0, j1, d);
+}
+
+template <typename T>
+inline void rows4_dots(const T *const *a, const T *const *b, int64_t j0, int64_t j1, int64_t k,
+                       T *const *out) {
+#ifdef MLA_BWD_AVX2
+    if (use_avx2()) return rows4_dots_avx2<T>(a, b, j0, j1, k, out);
+#endif
+    rows4_dots_impl<T, 16>(a, b, j0, j1, k, out);
+}
+
+template <typename T>
+inline void rows4_accumulate(T *const *acc, const T *const *w, const T *const *b, int64_t j0,
+                             int64_t j1, int64_t d) {
+#ifdef MLA_BWD_AVX2
+    if (use_avx2()) return rows4_accumulate_avx2<T>(acc, w, b, j0, j1, d);
+#endif
+    rows4_accumulate_impl<T, 16>(acc, w, b, j0, j1, d);
 }
 
 // Row `offset` of a tensor as T: a pointer into the tensor when its type is T, else the row

@@ -76,7 +76,7 @@ void run(const mla_dense_decode_params &p, const CacheLayout &layout) {
                 }
             }
             add_tile(st, w.q.data(), d_qk, scale, tile, ranged ? w.lo.data() : nullptr,
-                     ranged ? w.hi.data() : nullptr, w.scores.data(), w.kt.data());
+                     ranged ? w.hi.data() : nullptr, w.buffers());
         }
     };
 

@@ -84,11 +84,11 @@ void run(const mla_sparse_decode_params &p, const CacheLayout &keys_layout,
             }
             tile.v[tile.n] = tile.k[tile.n];
             if (++tile.n == kKeyTile) {
-                add_tile(st, w.q.data(), d_qk, scale, tile, nullptr, nullptr, w.scores.data(), w.kt.data());
+                add_tile(st, w.q.data(), d_qk, scale, tile, nullptr, nullptr, w.buffers());
                 tile.n = 0;
             }
         }
-        add_tile(st, w.q.data(), d_qk, scale, tile, nullptr, nullptr, w.scores.data(), w.kt.data());
+        add_tile(st, w.q.data(), d_qk, scale, tile, nullptr, nullptr, w.buffers());
     };
 
     auto emit = [&](int64_t u, int64_t h, A m, A l, A *acc) {

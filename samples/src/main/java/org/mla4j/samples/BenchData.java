@@ -1,6 +1,7 @@
 package org.mla4j.samples;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.List;
 import java.util.Random;
@@ -61,7 +62,7 @@ final class BenchData {
             this.table = table;
             this.blockTable = Nd4j.createFromArray(table);
             int[] lens = new int[table.length];
-            java.util.Arrays.fill(lens, tokens);
+            Arrays.fill(lens, tokens);
             this.seqlens = Nd4j.createFromArray(lens);
             this.blockSize = blockSize;
             this.tokensPerRequest = tokens;
@@ -136,7 +137,7 @@ final class BenchData {
             pool[i] = pool[j];
             pool[j] = tmp;
         }
-        return java.util.Arrays.copyOf(pool, k);
+        return Arrays.copyOf(pool, k);
     }
 
     /** Flattens an index set (for counting unique rows). */

@@ -57,7 +57,7 @@ final class BenchReport {
             StringBuilder s = new StringBuilder(head);
             s.append(String.format(" %10s ms", ms(r.timing().medianMs())));
             if (r.c().flops() > 0) s.append(String.format("  %8.2f GFLOP/s", r.gflops()));
-            if (r.c().bytes() > 0) s.append(String.format("  %7.2f GB/s", r.gbytes()));
+            if (r.c().bytes() > 0) s.append(String.format("  %7s GB/s", rate(r.gbytes())));
             s.append("  ").append(fraction(r));
             s.append(String.format("  (%d samples x %d, spread %s-%s ms)", r.timing().samples(),
                     r.timing().runsPerSample(), ms(r.timing().minMs()), ms(r.timing().maxMs())));
@@ -98,7 +98,7 @@ final class BenchReport {
                 String rel = r.ok() && ref.ok()
                         ? String.format("%6.2fx the time of the first row", r.timing().medianMs() / ref.timing().medianMs())
                         : "";
-                out.printf("    %-34s %-5s %-40s %10s ms %9s GFLOP/s  %s%n", r.c().impl, r.c().dtype,
+                out.printf("    %-28s %-34s %-5s %-40s %10s ms %9s GFLOP/s  %s%n", r.c().op, r.c().impl, r.c().dtype,
                         trim(r.c().shape, 40), r.ok() ? ms(r.timing().medianMs()) : "FAILED", rate(r.gflops()), rel);
             }
         }
@@ -114,7 +114,9 @@ final class BenchReport {
 
     static String rate(double v) {
         if (Double.isNaN(v)) return "-";
-        return v >= 100 ? String.format("%.1f", v) : v >= 0.1 ? String.format("%.2f", v) : String.format("%.4f", v);
+        if (v >= 100) return String.format("%.1f", v);
+        if (v >= 0.1) return String.format("%.2f", v);
+        return String.format("%.2g", v);
     }
 
     private static String trim(String s, int n) {

@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Supplier;
 import org.mla4j.Mla4j;
 import org.mla4j.ops.Attention;
 import org.mla4j.ops.AttentionBp;
@@ -27,10 +28,12 @@ import org.mla4j.ops.SparsePrefillBp;
 import org.mla4j.ops.TopK;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.VariableType;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.api.ops.CustomOp;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * CPU benchmark of the mla4j ops, with ND4J's own gemm rate as the ceiling and DL4J's built-in
@@ -48,6 +51,8 @@ import org.nd4j.linalg.factory.Nd4j;
  * comma-separated words (e.g. {@code --filter decode,rope}); the ceilings always run;</li>
  * <li>{@code --help}.</li>
  * </ul>
+ * The exit status is 1 when any case failed (its row then says why), so {@code --quick} can
+ * serve as a smoke test.
  * mla4j ops run eagerly ({@code Nd4j.exec} on one op instance, outputs reused) unless the row
  * says SameDiff; DL4J's built-ins run through {@code SameDiff.output()} (or
  * {@code calculateGradients()}), and so do the mla4j rows they are compared with.
@@ -82,7 +87,8 @@ public final class CpuBenchmark {
             }
         }
         Mla4j.install();
-        new CpuBenchmark(quick).run(filter, System.out);
+        long failed = new CpuBenchmark(quick).run(filter, System.out);
+        if (failed > 0) System.exit(1);
     }
 
     private static void usage(String problem) {
@@ -94,7 +100,8 @@ public final class CpuBenchmark {
         System.exit(problem == null ? 0 : 2);
     }
 
-    private void run(String filter, PrintStream out) {
+    /** Runs the ceilings and every selected case; returns the number of cases that failed. */
+    private long run(String filter, PrintStream out) {
         BenchTimer timer = quick ? BenchTimer.quick() : BenchTimer.standard();
         printHeader(out, timer, filter);
 
@@ -142,6 +149,7 @@ public final class CpuBenchmark {
         long failed = report.rows().stream().filter(r -> !r.ok()).count();
         out.println();
         out.println(failed == 0 ? "all cases ran." : failed + " case(s) failed (see FAILED above).");
+        return failed;
     }
 
     private static String loadDrift(double start, BenchReport.Row end) {
@@ -405,16 +413,15 @@ public final class CpuBenchmark {
                     SDVariable q = sd.var("q", data.randn(DataType.FLOAT, b, dQk, hQ * sQ));
                     INDArray kArr = data.randn(DataType.FLOAT, b, dQk, sK);
                     SDVariable k = sd.var("k", kArr);
-                    SDVariable v = sd.var("v", kArr.get(org.nd4j.linalg.indexing.NDArrayIndex.all(),
-                            org.nd4j.linalg.indexing.NDArrayIndex.interval(0, dV),
-                            org.nd4j.linalg.indexing.NDArrayIndex.all()).dup('c'));
+                    SDVariable v = sd.var("v", kArr.get(NDArrayIndex.all(), NDArrayIndex.interval(0, dV),
+                            NDArrayIndex.all()).dup('c'));
                     sd.nn().dotProductAttention("out", q, k, v, null, true);
                     return sameDiffOutput(sd, "out");
                 }));
     }
 
     private BenchCase decodeCase(String op, DataType qType, String shape, double flops, String group,
-                                 java.util.function.Supplier<BenchData.Paged> cacheMaker, CacheLayout fp8,
+                                 Supplier<BenchData.Paged> cacheMaker, CacheLayout fp8,
                                  int b, int sQ, int hQ, int dQk, int dV) {
         double elem = qType.width();
         // bytes: q + every cached row once (each request reads its own s_k rows) + out
@@ -539,7 +546,7 @@ public final class CpuBenchmark {
                 String shape = "b " + b + ", " + n + " new token" + (n > 1 ? "s" : "") + " each, d 576, at position " + tokens;
                 BenchCase c = BenchCase.of(op, "mla4j, eager Nd4j.exec", "bf16", shape).memoryBound()
                         .fullOnly(n > 1 && !l.isFp8())
-                        .note(n == 1 ? "a decode step: per-call cost dominates" : "a prefill chunk");
+                        .note((n == 1 ? "a decode step" : "a prefill chunk") + "; bytes = rows read + cache rows written");
                 cases.add(c.setup(() -> {
                     BenchData.Paged p = l.isFp8() ? data.fp8Cache(l, b, tokens, tokens + 128, bs)
                             : data.plainCache(DataType.BFLOAT16, b, tokens, tokens + 128, bs, 576);
@@ -625,7 +632,7 @@ public final class CpuBenchmark {
     private static Runnable sameDiffGradients(SameDiff sd) {
         List<String> vars = new ArrayList<>();
         for (SDVariable v : sd.variables()) {
-            if (v.getVariableType() == org.nd4j.autodiff.samediff.VariableType.VARIABLE) vars.add(v.name());
+            if (v.getVariableType() == VariableType.VARIABLE) vars.add(v.name());
         }
         return () -> sd.calculateGradients(NO_PLACEHOLDERS, vars);
     }

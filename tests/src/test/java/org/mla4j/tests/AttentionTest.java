@@ -36,7 +36,7 @@ class AttentionTest {
         INDArray[] res = Nd4j.exec(op);
         assertEquals(2, res.length);
         Ref.Result want = Ref.attention(s.ref);
-        Compare.close("out", out, want.out, Compare.tolerance(s.type), s.ctx);
+        Compare.output("out", out, want.out, Compare.tolerance(s.type), s.ctx);
         Compare.closeAbs("lse", lse, s.refLse(want), Compare.LSE_TOL, s.ctx);
         return new INDArray[] {out, lse};
     }

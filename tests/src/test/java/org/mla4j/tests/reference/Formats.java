@@ -21,8 +21,8 @@ public final class Formats {
         int mantissa = b & 0x7;
         if (exponent == 0xf && mantissa == 0x7) return Double.NaN;
         double magnitude = exponent == 0
-                ? (mantissa / 8.0) * Math.pow(2, -6)
-                : (1.0 + mantissa / 8.0) * Math.pow(2, exponent - 7);
+                ? (mantissa / 8.0) * Math.scalb(1.0, -6)
+                : (1.0 + mantissa / 8.0) * Math.scalb(1.0, exponent - 7);
         return negative ? -magnitude : magnitude;
     }
 
@@ -70,7 +70,7 @@ public final class Formats {
 
     /** UE8M0 scale byte: value 2^(byte - 127). */
     public static double ue8m0(int bits) {
-        return Math.pow(2, (bits & 0xff) - 127);
+        return Math.scalb(1.0, (bits & 0xff) - 127);
     }
 
     /** The byte of a power-of-two scale in UE8M0. */

@@ -299,13 +299,16 @@ public final class Ref {
         };
     }
 
-    /** An FP8 cache of bytes [numBlocks, blockBytes] in the given layout. */
+    /** An FP8 cache of bytes [numBlocks, blockBytes] in the given layout (tokens decoded once). */
     public static Paged fp8(int[] bytes, CacheRef layout, int numBlocks, int blockSize) {
+        double[][] decoded = new double[numBlocks * blockSize][];
         return new Paged() {
             public int numBlocks() { return numBlocks; }
             public int blockSize() { return blockSize; }
             public double[] token(int block, int offset, int head) {
-                return layout.token(bytes, block, offset, blockSize);
+                int t = block * blockSize + offset;
+                if (decoded[t] == null) decoded[t] = layout.token(bytes, block, offset, blockSize);
+                return decoded[t];
             }
         };
     }

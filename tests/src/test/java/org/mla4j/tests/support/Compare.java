@@ -16,9 +16,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * Comparisons against the float64 reference, with the tolerances of ops.md section 8:
  * relative error {@code ||out - ref|| / ||ref||} below 1e-5 for float32 / float64 outputs and
  * below 1e-2 for bfloat16 / float16; lse and max_logit within 1e-3 absolute; infinities
- * exactly; an expected exact zero (a row with no key, a gradient nothing flows into) exactly.
- * NaN in an actual value always fails: outputs are poisoned with NaN before the call, so a NaN
- * that survives is an element the op did not write.
+ * exactly. Attention outputs ({@link #output}) must also be exactly zero where the reference is
+ * (a row with no key, a row whose sink is +inf). NaN in an actual value always fails: outputs
+ * are poisoned with NaN before the call, so a NaN that survives is an element the op did not
+ * write.
  */
 public final class Compare {
     private Compare() {}
@@ -44,14 +45,11 @@ public final class Compare {
     }
 
     /**
-     * Asserts that actual matches expected: same length, no NaN, infinities and exact zeros
-     * equal, relative error below tol.
+     * Asserts that actual matches expected: same length, no NaN, infinities equal, relative
+     * error below tol.
      */
     public static void close(String what, double[] actual, double[] expected, double tol, String ctx) {
-        assertEquals(expected.length, actual.length, what + ": length; " + ctx);
-        exactSpecials(what, actual, expected, ctx);
-        double err = relErr(actual, expected);
-        assertTrue(err < tol, what + ": relative error " + err + " >= " + tol + "; " + ctx);
+        compare(what, actual, expected, tol, false, ctx);
     }
 
     public static void close(String what, INDArray actual, double[] expected, double tol, String ctx) {
@@ -59,10 +57,23 @@ public final class Compare {
         close(what, Nd.values(actual), expected, tol, ctx);
     }
 
+    /** As {@link #close}, and every element the reference has exactly zero is exactly zero. */
+    public static void output(String what, INDArray actual, double[] expected, double tol, String ctx) {
+        assertNotNull(actual, what + " is null; " + ctx);
+        compare(what, Nd.values(actual), expected, tol, true, ctx);
+    }
+
+    private static void compare(String what, double[] actual, double[] expected, double tol, boolean zeros, String ctx) {
+        assertEquals(expected.length, actual.length, what + ": length; " + ctx);
+        exactSpecials(what, actual, expected, zeros, ctx);
+        double err = relErr(actual, expected);
+        assertTrue(err < tol, what + ": relative error " + err + " >= " + tol + "; " + ctx);
+    }
+
     /** Element-wise absolute comparison (lse, max_logit): infinities exactly, others within tol. */
     public static void closeAbs(String what, double[] actual, double[] expected, double tol, String ctx) {
         assertEquals(expected.length, actual.length, what + ": length; " + ctx);
-        exactSpecials(what, actual, expected, ctx);
+        exactSpecials(what, actual, expected, false, ctx);
         for (int i = 0; i < expected.length; i++) {
             if (!Double.isFinite(expected[i])) continue;
             double d = Math.abs(actual[i] - expected[i]);
@@ -78,14 +89,14 @@ public final class Compare {
         closeAbs(what, Nd.values(actual), expected, tol, ctx);
     }
 
-    /** NaN never; an infinite or exactly zero expectation must be met exactly. */
-    private static void exactSpecials(String what, double[] actual, double[] expected, String ctx) {
+    /** NaN never; an infinite (and with zeros, an exactly zero) expectation must be met exactly. */
+    private static void exactSpecials(String what, double[] actual, double[] expected, boolean zeros, String ctx) {
         for (int i = 0; i < expected.length; i++) {
             if (Double.isNaN(actual[i])) {
                 fail(what + "[" + i + "] is NaN (not written, or a NaN leaked), expected " + expected[i] + "; " + ctx);
             }
             if (Double.isNaN(expected[i])) fail(what + ": the reference has NaN at " + i + "; " + ctx);
-            if (Double.isInfinite(expected[i]) || expected[i] == 0.0) {
+            if (Double.isInfinite(expected[i]) || (zeros && expected[i] == 0.0)) {
                 if (actual[i] != expected[i]) {
                     fail(what + "[" + i + "] = " + actual[i] + ", expected exactly " + expected[i] + "; " + ctx);
                 }
