@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace {
 
 const double kInf = std::numeric_limits<double>::infinity();
@@ -364,7 +366,8 @@ std::vector<double> read_out(const Tensor &t, int64_t i0, int64_t i1, int64_t i2
 
 // Float32 lse buffer poisoned with NaN.
 std::vector<float> poisoned_floats(int64_t n) {
-    return std::vector<float>(size_t(std::max<int64_t>(n, 1)), std::numeric_limits<float>::quiet_NaN());
+    return std::vector<float>(size_t(std::max<int64_t>(n, 1)),
+                              std::numeric_limits<float>::quiet_NaN());
 }
 
 std::vector<float> make_sinks(std::mt19937_64 &rng, int64_t h_q, int mode) {
@@ -454,7 +457,8 @@ struct PagedCache {
         }
         for (int t = 0; t < d_nope / tile; ++t) {
             double amax = 0;
-            for (int i = t * tile; i < (t + 1) * tile; ++i) amax = std::max(amax, std::fabs(x[size_t(i)]));
+            for (int i = t * tile; i < (t + 1) * tile; ++i)
+                amax = std::max(amax, std::fabs(x[size_t(i)]));
             int e = int(std::ceil(std::log2(std::max(amax / 448.0, 1e-4))));
             double scale = std::ldexp(1.0, e);
             if (kind == MLA_CACHE_V32) {
@@ -542,7 +546,8 @@ struct DenseDecodeCase {
 
 void run_dense_decode(const DenseDecodeCase &cs, uint64_t seed) {
     std::mt19937_64 rng(seed);
-    const int64_t b = cs.b, s_q = cs.s_q, h_q = cs.h_q, d_qk = cs.d_qk, d_v = cs.d_v, bs = cs.block_size;
+    const int64_t b = cs.b, s_q = cs.s_q, h_q = cs.h_q, d_qk = cs.d_qk, d_v = cs.d_v;
+    const int64_t bs = cs.block_size;
     int64_t max_blocks = 1, total_blocks = 0;
     for (int len : cs.seqlens) {
         int64_t used = (len + bs - 1) / bs;
@@ -619,7 +624,8 @@ void run_dense_decode(const DenseDecodeCase &cs, uint64_t seed) {
                 std::vector<const double *> keys;
                 for (int64_t t = 0; t < len; ++t) {
                     if (cs.causal && t > len - s_q + j) continue;
-                    keys.push_back(cache.value(table[size_t(i * table_stride + t / bs)], t % bs, h / group));
+                    int32_t block = table[size_t(i * table_stride + t / bs)];
+                    keys.push_back(cache.value(block, t % bs, h / group));
                 }
                 RefRow r = attend(q.row(i, j, h), keys, keys, d_v, double(p.softmax_scale),
                                   cs.sink ? &sink[size_t(h)] : nullptr);
@@ -785,7 +791,8 @@ struct SparseSet {
 SparseSet make_sparse_set(std::mt19937_64 &rng, const KeySetCase &k, int64_t b, int64_t s_q,
                           int64_t d_qk) {
     SparseSet s;
-    s.cache = make_cache(k.kind, k.dtype, k.num_blocks, k.block_size, 1, d_qk, k.d_nope, k.d_rope, k.tile);
+    s.cache = make_cache(k.kind, k.dtype, k.num_blocks, k.block_size, 1, d_qk, k.d_nope, k.d_rope,
+                         k.tile);
     const int64_t n_keys = k.num_blocks * k.block_size;
     s.st1 = k.topk + 3;
     s.st0 = s_q * s.st1 + 1;
@@ -813,7 +820,8 @@ SparseSet make_sparse_set(std::mt19937_64 &rng, const KeySetCase &k, int64_t b, 
         std::uniform_int_distribution<int> len(-3, int(k.topk) + 5);
         for (int64_t i = 0; i < b; ++i) s.lengths.push_back(i == 0 ? 0 : len(rng));
     }
-    for (int32_t t : pool) s.cache.write(t / k.block_size, t % k.block_size, 0, random_row(rng, d_qk, 1.0));
+    for (int32_t t : pool)
+        s.cache.write(t / k.block_size, t % k.block_size, 0, random_row(rng, d_qk, 1.0));
     return s;
 }
 
@@ -866,7 +874,8 @@ void run_sparse_decode(const SparseDecodeCase &cs, uint64_t seed) {
         const int64_t n_keys = k.num_blocks * k.block_size;
         for (int64_t e = 0; e < s.count(i, k.topk); ++e) {
             int64_t idx = s.indices[size_t(i * s.st0 + j * s.st1 + e)];
-            if (idx >= 0 && idx < n_keys) list.push_back(s.cache.value(idx / k.block_size, idx % k.block_size, 0));
+            if (idx >= 0 && idx < n_keys)
+                list.push_back(s.cache.value(idx / k.block_size, idx % k.block_size, 0));
         }
     };
     for (int64_t i = 0; i < b; ++i)
@@ -1010,7 +1019,7 @@ void test_sparse_decode() {
     std::printf("sparse_decode: %d cases, %s\n", n, g_failed == before ? "ok" : "FAILED");
 }
 
-// ---- 3. sparse prefill ----------------------------------------------------------------------------
+// ---- 3. sparse prefill ------------------------------------------------------------------------
 
 struct SparsePrefillCase {
     std::string name;
@@ -1111,7 +1120,8 @@ void run_sparse_prefill(const SparsePrefillCase &cs, uint64_t seed) {
         for (int64_t h = 0; h < h_q; ++h) {
             const int64_t g = h / group;
             int64_t count = topk;
-            if (cs.lengths) count = std::min<int64_t>(std::max<int64_t>(lengths[size_t(i)], 0), topk);
+            if (cs.lengths)
+                count = std::min<int64_t>(std::max<int64_t>(lengths[size_t(i)], 0), topk);
             std::vector<const double *> list;
             for (int64_t e = 0; e < count; ++e) {
                 int64_t idx = indices[size_t(i * ist0 + g * ist1 + e)];
@@ -1122,7 +1132,8 @@ void run_sparse_prefill(const SparsePrefillCase &cs, uint64_t seed) {
             rot.apply(r.out, i);
             judge.row(read_out(out, 0, i, h), r.out);
             judge.scalar(lse[size_t(i * h_q + h)], r.lse, "lse");
-            if (cs.max_logit) judge.scalar(max_logit[size_t(i * h_q + h)], r.max_logit, "max_logit");
+            if (cs.max_logit)
+                judge.scalar(max_logit[size_t(i * h_q + h)], r.max_logit, "max_logit");
         }
     judge.finish(out.gaps_untouched());
 }
@@ -1335,7 +1346,8 @@ void test_attention() {
         c.sink = k % 3;
         c.threads = k == 4 ? 1 : 0;
         c.name = "batched s_q " + std::to_string(c.s_q) + " s_k " + std::to_string(c.s_k) +
-                 (c.causal ? " causal" : "") + (c.window ? " window " + std::to_string(c.window) : "") +
+                 (c.causal ? " causal" : "") +
+                 (c.window ? " window " + std::to_string(c.window) : "") +
                  " h " + std::to_string(c.h_q) + "/" + std::to_string(c.h_kv);
         run_attention(c, seed++);
         ++n;
@@ -1422,14 +1434,15 @@ void test_attention() {
     std::printf("attention_fwd: %d cases, %s\n", n, g_failed == before ? "ok" : "FAILED");
 }
 
-// ---- zero sizes and bad arguments ------------------------------------------------------------------
+// ---- zero sizes and bad arguments --------------------------------------------------------------
 
 void expect_status(mla_status got, mla_status want, const char *op, const char *what) {
     const char *msg = mla_last_error();
     bool ok = got == want && msg && msg[0] != 0 &&
               (want == MLA_OK || std::strncmp(msg, op, std::strlen(op)) == 0);
     if (want == MLA_OK) ok = got == MLA_OK;
-    report(ok, "%s %s: status %d (want %d), message \"%s\"", op, what, got, want, msg ? msg : "(null)");
+    report(ok, "%s %s: status %d (want %d), message \"%s\"", op, what, got, want,
+           msg ? msg : "(null)");
 }
 
 void test_zero_sizes() {
@@ -1564,9 +1577,10 @@ struct DecodeFixture {
 };
 
 void test_bad_arguments() {
+    const mla_status kBad = MLA_ERR_INVALID_ARGUMENT;
     int before = g_failed;
     const char *dd = "mla_dense_decode";
-    expect_status(mla_dense_decode(nullptr), MLA_ERR_INVALID_ARGUMENT, dd, "null params");
+    expect_status(mla_dense_decode(nullptr), kBad, dd, "null params");
     {
         DecodeFixture f;
         f.poison();
@@ -1580,29 +1594,30 @@ void test_bad_arguments() {
         expect_status(mla_dense_decode(&f.p), want, dd, what);
         report(f.out_untouched(), "%s %s: outputs untouched", dd, what);
     };
-    bad("bad dtype", [](DecodeFixture &f) { f.p.dtype = MLA_INT32; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("negative b", [](DecodeFixture &f) { f.p.b = -1; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("d_v > d_qk", [](DecodeFixture &f) { f.p.d_v = 17; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("h_q % h_kv", [](DecodeFixture &f) { f.p.cache.h_kv = 3; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("null q", [](DecodeFixture &f) { f.p.q = nullptr; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("null lse", [](DecodeFixture &f) { f.p.lse = nullptr; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("null cache data", [](DecodeFixture &f) { f.p.cache.data = nullptr; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("negative stride", [](DecodeFixture &f) { f.p.out_stride[1] = -4; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("block id out of range", [](DecodeFixture &f) { f.table[3] = 4; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("negative block id", [](DecodeFixture &f) { f.table[1] = -1; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("seqlen past the block table", [](DecodeFixture &f) { f.lens[0] = 9; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("negative seqlen", [](DecodeFixture &f) { f.lens[1] = -1; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("FP8 cache with wrong d_qk", [](DecodeFixture &f) { f.p.cache.kind = MLA_CACHE_V32; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("bad cache kind", [](DecodeFixture &f) { f.p.cache.kind = 7; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("block_size 0", [](DecodeFixture &f) { f.p.cache.block_size = 0; }, MLA_ERR_INVALID_ARGUMENT);
-    bad("NaN softmax_scale", [](DecodeFixture &f) { f.p.softmax_scale = std::nanf(""); }, MLA_ERR_INVALID_ARGUMENT);
-    bad("negative num_threads", [](DecodeFixture &f) { f.p.exec.num_threads = -2; }, MLA_ERR_INVALID_ARGUMENT);
+    bad("bad dtype", [](DecodeFixture &f) { f.p.dtype = MLA_INT32; }, kBad);
+    bad("negative b", [](DecodeFixture &f) { f.p.b = -1; }, kBad);
+    bad("d_v > d_qk", [](DecodeFixture &f) { f.p.d_v = 17; }, kBad);
+    bad("h_q % h_kv", [](DecodeFixture &f) { f.p.cache.h_kv = 3; }, kBad);
+    bad("null q", [](DecodeFixture &f) { f.p.q = nullptr; }, kBad);
+    bad("null lse", [](DecodeFixture &f) { f.p.lse = nullptr; }, kBad);
+    bad("null cache data", [](DecodeFixture &f) { f.p.cache.data = nullptr; }, kBad);
+    bad("negative stride", [](DecodeFixture &f) { f.p.out_stride[1] = -4; }, kBad);
+    bad("block id out of range", [](DecodeFixture &f) { f.table[3] = 4; }, kBad);
+    bad("negative block id", [](DecodeFixture &f) { f.table[1] = -1; }, kBad);
+    bad("seqlen past the block table", [](DecodeFixture &f) { f.lens[0] = 9; }, kBad);
+    bad("negative seqlen", [](DecodeFixture &f) { f.lens[1] = -1; }, kBad);
+    bad("FP8 cache with wrong d_qk",
+        [](DecodeFixture &f) { f.p.cache.kind = MLA_CACHE_V32; }, kBad);
+    bad("bad cache kind", [](DecodeFixture &f) { f.p.cache.kind = 7; }, kBad);
+    bad("block_size 0", [](DecodeFixture &f) { f.p.cache.block_size = 0; }, kBad);
+    bad("NaN softmax_scale", [](DecodeFixture &f) { f.p.softmax_scale = std::nanf(""); }, kBad);
+    bad("negative num_threads", [](DecodeFixture &f) { f.p.exec.num_threads = -2; }, kBad);
     bad("GPU device", [](DecodeFixture &f) { f.p.exec.device = 0; }, MLA_ERR_UNSUPPORTED);
     bad("odd rope_dim", [](DecodeFixture &f) {
         f.p.out_rotation.positions = f.positions.data();
         f.p.out_rotation.rope.rope_dim = 3;
         f.p.out_rotation.rope.theta = 1e4;
-    }, MLA_ERR_INVALID_ARGUMENT);
+    }, kBad);
     bad("position outside the rope table", [](DecodeFixture &f) {
         f.positions[1] = 8;
         f.p.out_rotation.positions = f.positions.data();
@@ -1611,7 +1626,7 @@ void test_bad_arguments() {
         f.p.out_rotation.rope.cos_table = f.cos_t.data();
         f.p.out_rotation.rope.sin_table = f.sin_t.data();
         f.p.out_rotation.rope.table_len = 8;
-    }, MLA_ERR_INVALID_ARGUMENT);
+    }, kBad);
     {
         // The message names the op, the argument and both values.
         DecodeFixture f;
@@ -1627,7 +1642,8 @@ void test_bad_arguments() {
     {
         std::vector<float> q(4 * 64, 0.1f), out(4 * 64), lse(4);
         std::vector<int32_t> idx(8, 0);
-        std::vector<uint8_t> bytes(size_t(mla_cache_block_bytes(MLA_CACHE_MODEL1, 4, 48, 16, 16)), 0);
+        const int64_t block_bytes = mla_cache_block_bytes(MLA_CACHE_MODEL1, 4, 48, 16, 16);
+        std::vector<uint8_t> bytes(static_cast<size_t>(block_bytes), 0);
         auto make = [&] {
             mla_sparse_decode_params p;
             std::memset(&p, 0, sizeof p);
@@ -1662,25 +1678,25 @@ void test_bad_arguments() {
         expect_status(mla_sparse_decode(&p), MLA_OK, sd, "fixture is valid");
         p = make();
         p.d_v = 48;
-        expect_status(mla_sparse_decode(&p), MLA_ERR_INVALID_ARGUMENT, sd, "MODEL1 with d_v != d_qk");
+        expect_status(mla_sparse_decode(&p), kBad, sd, "MODEL1 with d_v != d_qk");
         p = make();
         p.keys.cache.d_nope = 40;
-        expect_status(mla_sparse_decode(&p), MLA_ERR_INVALID_ARGUMENT, sd, "d_nope not a multiple of tile");
+        expect_status(mla_sparse_decode(&p), kBad, sd, "d_nope not a multiple of tile");
         p = make();
         p.keys.topk = -1;
-        expect_status(mla_sparse_decode(&p), MLA_ERR_INVALID_ARGUMENT, sd, "negative topk");
+        expect_status(mla_sparse_decode(&p), kBad, sd, "negative topk");
         p = make();
         p.keys.indices = nullptr;
-        expect_status(mla_sparse_decode(&p), MLA_ERR_INVALID_ARGUMENT, sd, "null indices");
+        expect_status(mla_sparse_decode(&p), kBad, sd, "null indices");
         p = make();
         p.keys.cache.kind = MLA_CACHE_PLAIN;
         p.keys.cache.dtype = MLA_FLOAT32;
         p.keys.cache.h_kv = 2;
-        expect_status(mla_sparse_decode(&p), MLA_ERR_INVALID_ARGUMENT, sd, "PLAIN cache with h_kv 2");
+        expect_status(mla_sparse_decode(&p), kBad, sd, "PLAIN cache with h_kv 2");
         p = make();
         p.extra = p.keys;
         p.extra.cache.kind = MLA_CACHE_V32;
-        expect_status(mla_sparse_decode(&p), MLA_ERR_INVALID_ARGUMENT, sd, "extra V32 with d_v 64");
+        expect_status(mla_sparse_decode(&p), kBad, sd, "extra V32 with d_v 64");
         p = make();
         p.exec.device = 1;
         expect_status(mla_sparse_decode(&p), MLA_ERR_UNSUPPORTED, sd, "GPU device");
@@ -1723,31 +1739,32 @@ void test_bad_arguments() {
         expect_status(mla_sparse_prefill_fwd(&p), MLA_OK, sp, "fixture is valid");
         p = make();
         p.h_q = 3;
-        expect_status(mla_sparse_prefill_fwd(&p), MLA_ERR_INVALID_ARGUMENT, sp, "h_q % h_kv");
+        expect_status(mla_sparse_prefill_fwd(&p), kBad, sp, "h_q % h_kv");
         p = make();
         p.h_kv = 0;
-        expect_status(mla_sparse_prefill_fwd(&p), MLA_ERR_INVALID_ARGUMENT, sp, "h_kv 0");
+        expect_status(mla_sparse_prefill_fwd(&p), kBad, sp, "h_kv 0");
         p = make();
         p.dtype = MLA_FP8_E4M3;
-        expect_status(mla_sparse_prefill_fwd(&p), MLA_ERR_INVALID_ARGUMENT, sp, "fp8 dtype");
+        expect_status(mla_sparse_prefill_fwd(&p), kBad, sp, "fp8 dtype");
         p = make();
         p.kv = nullptr;
-        expect_status(mla_sparse_prefill_fwd(&p), MLA_ERR_INVALID_ARGUMENT, sp, "null kv");
+        expect_status(mla_sparse_prefill_fwd(&p), kBad, sp, "null kv");
         p = make();
         p.topk = -3;
-        expect_status(mla_sparse_prefill_fwd(&p), MLA_ERR_INVALID_ARGUMENT, sp, "negative topk");
+        expect_status(mla_sparse_prefill_fwd(&p), kBad, sp, "negative topk");
         p = make();
         p.d_v = 9;
-        expect_status(mla_sparse_prefill_fwd(&p), MLA_ERR_INVALID_ARGUMENT, sp, "d_v > d_qk");
+        expect_status(mla_sparse_prefill_fwd(&p), kBad, sp, "d_v > d_qk");
         p = make();
         p.indices_stride[1] = -1;
-        expect_status(mla_sparse_prefill_fwd(&p), MLA_ERR_INVALID_ARGUMENT, sp, "negative stride");
+        expect_status(mla_sparse_prefill_fwd(&p), kBad, sp, "negative stride");
     }
 
     // Dense attention.
     const char *at = "mla_attention_fwd";
     {
-        std::vector<float> q(2 * 3 * 2 * 8, 0.1f), k(2 * 3 * 1 * 8, 0.2f), out(2 * 3 * 2 * 8), lse(12);
+        std::vector<float> q(2 * 3 * 2 * 8, 0.1f), k(2 * 3 * 1 * 8, 0.2f);
+        std::vector<float> out(2 * 3 * 2 * 8), lse(12);
         std::vector<int32_t> cu_q = {0, 2, 6}, cu_k = {0, 3, 6}, bad_cu = {0, 4, 3};
         auto make = [&] {
             mla_attention_params p;
@@ -1788,33 +1805,53 @@ void test_bad_arguments() {
         p.total_k = 6;
         expect_status(mla_attention_fwd(&p), MLA_OK, at, "varlen fixture is valid");
         p.cu_seqlens_k = nullptr;
-        expect_status(mla_attention_fwd(&p), MLA_ERR_INVALID_ARGUMENT, at, "varlen without cu_seqlens_k");
+        expect_status(mla_attention_fwd(&p), kBad, at, "varlen without cu_seqlens_k");
         p.cu_seqlens_k = bad_cu.data();
-        expect_status(mla_attention_fwd(&p), MLA_ERR_INVALID_ARGUMENT, at, "decreasing cu_seqlens_k");
+        expect_status(mla_attention_fwd(&p), kBad, at, "decreasing cu_seqlens_k");
         p.cu_seqlens_k = cu_k.data();
         p.total_q = 7;
-        expect_status(mla_attention_fwd(&p), MLA_ERR_INVALID_ARGUMENT, at, "cu_seqlens_q[b] != total_q");
+        expect_status(mla_attention_fwd(&p), kBad, at, "cu_seqlens_q[b] != total_q");
         p = make();
         p.d_v = 9;
-        expect_status(mla_attention_fwd(&p), MLA_ERR_INVALID_ARGUMENT, at, "aliased v with d_v > d_qk");
+        expect_status(mla_attention_fwd(&p), kBad, at, "aliased v with d_v > d_qk");
         p = make();
         p.window = -1;
-        expect_status(mla_attention_fwd(&p), MLA_ERR_INVALID_ARGUMENT, at, "negative window");
+        expect_status(mla_attention_fwd(&p), kBad, at, "negative window");
         p = make();
         p.h_kv = 3;
-        expect_status(mla_attention_fwd(&p), MLA_ERR_INVALID_ARGUMENT, at, "h_q % h_kv");
+        expect_status(mla_attention_fwd(&p), kBad, at, "h_q % h_kv");
         p = make();
         p.out = nullptr;
-        expect_status(mla_attention_fwd(&p), MLA_ERR_INVALID_ARGUMENT, at, "null out");
+        expect_status(mla_attention_fwd(&p), kBad, at, "null out");
         p = make();
         p.s_k = -2;
-        expect_status(mla_attention_fwd(&p), MLA_ERR_INVALID_ARGUMENT, at, "negative s_k");
+        expect_status(mla_attention_fwd(&p), kBad, at, "negative s_k");
         p = make();
         p.exec.device = 0;
         expect_status(mla_attention_fwd(&p), MLA_ERR_UNSUPPORTED, at, "GPU device");
-        expect_status(mla_attention_fwd(nullptr), MLA_ERR_INVALID_ARGUMENT, at, "null params");
+        expect_status(mla_attention_fwd(nullptr), kBad, at, "null params");
     }
     std::printf("bad arguments: %s\n", g_failed == before ? "ok" : "FAILED");
+}
+
+// The library picks its AVX2 or its baseline (x86-64-v2) kernels once per process, so the
+// baseline is checked by running this program again with MLA4J_DISABLE_AVX2=1, and with an odd
+// pool size (more key splits, uneven chunks).
+void rerun_on_baseline_path() {
+    char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n <= 0) {
+        std::printf("baseline path: not rerun (no /proc/self/exe)\n");
+        return;
+    }
+    path[n] = 0;
+    std::printf("--- again on the baseline path (MLA4J_DISABLE_AVX2=1, MLA4J_NUM_THREADS=5):\n");
+    std::fflush(stdout);
+    std::string cmd =
+        std::string("MLA_TEST_CHILD=1 MLA4J_DISABLE_AVX2=1 MLA4J_NUM_THREADS=5 '") + path + "'";
+    int rc = std::system(cmd.c_str());
+    report(rc == 0, "baseline path rerun: exit status %d", rc);
+    std::printf("--- baseline path: %s\n", rc == 0 ? "ok" : "FAILED");
 }
 
 }  // namespace
@@ -1826,6 +1863,7 @@ int main() {
     test_attention();
     test_zero_sizes();
     test_bad_arguments();
+    if (!std::getenv("MLA_TEST_CHILD")) rerun_on_baseline_path();
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }

@@ -12,6 +12,7 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -264,8 +265,9 @@ struct Dense {
 
 // Fills q, k, v, dout with random values (rounded to dt) and the rotation positions.
 void fill(Dense &c, std::mt19937_64 &rng, int32_t dt) {
-    // softmax_scale is float32 in the ABI: use exactly that value in the reference too.
+    // softmax_scale and the sinks are float32 in the ABI: the reference uses exactly those.
     if (c.scale == 0) c.scale = double(float(1.0 / std::sqrt(double(c.d_qk))));
+    for (double &x : c.sink) x = double(float(x));
     c.q = randn(rng, c.rows_q() * c.h_q * c.d_qk);
     c.k = randn(rng, c.rows_k() * c.h_kv * c.d_qk);
     c.v = c.alias ? std::vector<double>() : randn(rng, c.rows_k() * c.h_kv * c.d_v);
@@ -826,8 +828,9 @@ struct Sparse {
 
 // Random data; indices with duplicates and invalid entries; unselected kv rows set to NaN.
 void fill(Sparse &c, std::mt19937_64 &rng, int32_t dt, bool random_indices) {
-    // softmax_scale is float32 in the ABI: use exactly that value in the reference too.
+    // softmax_scale and the sinks are float32 in the ABI: the reference uses exactly those.
     if (c.scale == 0) c.scale = double(float(1.0 / std::sqrt(double(c.d_qk))));
+    for (double &x : c.sink) x = double(float(x));
     c.q = randn(rng, c.s_q * c.h_q * c.d_qk);
     c.kv = randn(rng, c.s_kv * c.h_kv * c.d_qk);
     c.dout = randn(rng, c.s_q * c.h_q * c.d_v);
@@ -1138,6 +1141,21 @@ void sparse_tests() {
         sparse_case(c, 24, f64, 1e-10, true);
     }
     {
+        // Few kv rows, many repeats: with one thread the scatter works on four ranges, so
+        // groups of four selections mix repeated and distinct rows.
+        Sparse c;
+        c.name = "sparse heavy repeats, one thread";
+        c.s_q = 3, c.s_kv = 40, c.h_q = 4, c.h_kv = 1, c.d_qk = 8, c.d_v = 6, c.topk = 24;
+        c.sink = {0.3f, -0.2f, 0.0f, 1.0f};
+        std::mt19937_64 rng(28);
+        std::uniform_int_distribution<int32_t> pick(0, 7);
+        c.indices.resize(size_t(c.s_q * c.topk));
+        for (auto &x : c.indices) x = pick(rng);
+        CallOpts one;
+        one.threads = 1;
+        sparse_case(c, 28, one, 1e-10, true, false);
+    }
+    {
         Sparse c;
         c.name = "sparse float32 strided";
         c.s_q = 30, c.s_kv = 50, c.h_q = 6, c.h_kv = 2, c.d_qk = 20, c.d_v = 16, c.topk = 13;
@@ -1398,6 +1416,31 @@ void empty_tests() {
         }
     }
     {
+        Dense c;
+        c.name = "dense no keys (queries get zero gradients)";
+        c.b = 2, c.s_q = 3, c.s_k = 0, c.h_q = 2, c.h_kv = 1, c.d_qk = 4, c.d_v = 4;
+        c.sink = {0.5f, -0.5f};
+        std::mt19937_64 rng(43);
+        fill(c, rng, MLA_FLOAT64);
+        DenseGrads lib;
+        if (run_dense(c, CallOpts{}, &lib)) {
+            bool zero = true;
+            for (double x : lib.dq) zero = zero && x == 0;
+            for (double x : lib.dsink) zero = zero && x == 0;
+            check(zero, "%s: gradients must be 0", c.name.c_str());
+        }
+    }
+    {
+        Dense c;
+        c.name = "dense without a sink (dsink written as 0)";
+        c.b = 1, c.s_q = 3, c.s_k = 3, c.h_q = 2, c.h_kv = 2, c.d_qk = 4, c.d_v = 4;
+        std::mt19937_64 rng(44);
+        fill(c, rng, MLA_FLOAT64);
+        DenseGrads lib;
+        if (run_dense(c, CallOpts{}, &lib))
+            check(lib.dsink[0] == 0 && lib.dsink[1] == 0, "%s: dsink must be 0", c.name.c_str());
+    }
+    {
         Sparse c;
         c.name = "sparse topk 0";
         c.s_q = 3, c.s_kv = 4, c.h_q = 2, c.h_kv = 1, c.d_qk = 4, c.d_v = 4, c.topk = 0;
@@ -1470,15 +1513,39 @@ void round_trip_tests() {
     }
 }
 
+// Runs this program again with MLA4J_DISABLE_AVX2=1, so that the baseline (16-byte vector)
+// kernels are checked as well as the AVX2 ones, and adds up the child's counts.
+void run_baseline(const char *self) {
+    std::string cmd = "MLA4J_DISABLE_AVX2=1 '" + std::string(self) + "' 2>&1";
+    FILE *child = popen(cmd.c_str(), "r");
+    if (!child) {
+        check(false, "could not start the baseline run");
+        return;
+    }
+    char line[4096];
+    int passed = -1, failed = -1;
+    while (std::fgets(line, sizeof line, child)) {
+        if (std::sscanf(line, "%d passed, %d failed", &passed, &failed) == 2) continue;
+        std::printf("[baseline kernels] %s", line);
+    }
+    int status = pclose(child);
+    check(passed >= 0 && status != -1, "baseline run ended without a summary (status %d)", status);
+    if (passed >= 0) {
+        g_passed += passed;
+        g_failed += failed;
+    }
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char **argv) {
     dense_tests();
     sparse_tests();
     empty_tests();
     round_trip_tests();
     dense_bad_arguments();
     sparse_bad_arguments();
+    if (argc > 0 && !std::getenv("MLA4J_DISABLE_AVX2")) run_baseline(argv[0]);
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }

@@ -381,6 +381,68 @@ const char *mla_build_targets(void);
 /* Number of CUDA devices usable by this library (0 without CUDA or driver). */
 int32_t mla_cuda_device_count(void);
 
+/* ---- CUDA device memory, streams and events ------------------------------------------------
+ *
+ * A small runtime layer so that callers without their own CUDA bindings (native tests,
+ * benchmarks, ctypes) can place data on a device and time the GPU ops. Every function returns
+ * MLA_ERR_UNSUPPORTED ("built without CUDA") in a library built without CUDA, and
+ * MLA_ERR_DEVICE with the CUDA error string when a CUDA call fails. Streams and events are
+ * opaque handles (cudaStream_t / cudaEvent_t); a NULL stream is the default stream. Memory
+ * functions act on the calling thread's current device (mla_cuda_set_device).
+ */
+
+typedef struct mla_cuda_device_info {
+    char name[256];
+    int32_t major, minor;            /* compute capability */
+    int32_t multiprocessors;
+    int32_t max_smem_per_block;      /* bytes, opt-in limit */
+    int64_t total_memory;            /* bytes */
+    int64_t l2_bytes;
+} mla_cuda_device_info;
+
+mla_status mla_cuda_device_info_get(int32_t device, mla_cuda_device_info *info);
+mla_status mla_cuda_set_device(int32_t device);
+mla_status mla_cuda_get_device(int32_t *device);
+mla_status mla_cuda_device_synchronize(void);
+
+mla_status mla_cuda_malloc(void **ptr, int64_t bytes);       /* bytes 0: *ptr = NULL */
+mla_status mla_cuda_free(void *ptr);                         /* NULL is fine */
+mla_status mla_cuda_malloc_host(void **ptr, int64_t bytes);  /* page-locked host memory */
+mla_status mla_cuda_free_host(void *ptr);
+
+/* kind of a copy */
+typedef enum mla_cuda_copy_kind {
+    MLA_COPY_HOST_TO_DEVICE = 0,
+    MLA_COPY_DEVICE_TO_HOST = 1,
+    MLA_COPY_DEVICE_TO_DEVICE = 2
+} mla_cuda_copy_kind;
+
+/* Synchronous copy: returns when the data has arrived. */
+mla_status mla_cuda_memcpy(void *dst, const void *src, int64_t bytes, int32_t kind);
+/* Copy ordered on `stream`; host memory should be page-locked for it to be asynchronous. */
+mla_status mla_cuda_memcpy_async(void *dst, const void *src, int64_t bytes, int32_t kind,
+                                 void *stream);
+mla_status mla_cuda_memset(void *dst, int32_t byte_value, int64_t bytes);
+mla_status mla_cuda_memset_async(void *dst, int32_t byte_value, int64_t bytes, void *stream);
+
+mla_status mla_cuda_stream_create(void **stream);
+mla_status mla_cuda_stream_destroy(void *stream);
+mla_status mla_cuda_stream_synchronize(void *stream);
+
+mla_status mla_cuda_event_create(void **event);
+mla_status mla_cuda_event_destroy(void *event);
+mla_status mla_cuda_event_record(void *event, void *stream);
+mla_status mla_cuda_event_synchronize(void *event);
+/* Milliseconds between two recorded events. */
+mla_status mla_cuda_event_elapsed_ms(void *start, void *end, float *ms);
+
+/*
+ * Bytes of exec.workspace that mla_dense_decode needs for these params (sizes, dtypes, cache
+ * layout and exec.device are read; no pointed-to data). 0 for a CPU call (exec.device < 0) or
+ * when no scratch is needed; -1 on an error (the message in mla_last_error()).
+ */
+int64_t mla_dense_decode_workspace_size(const mla_dense_decode_params *p);
+
 #ifdef __cplusplus
 }
 #endif

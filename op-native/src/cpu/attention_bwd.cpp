@@ -37,6 +37,13 @@ struct Tile {
     int64_t seq, start, len;
 };
 
+// Whether four consecutive ranges [lo[x], hi[x]) are one and the same.
+inline bool same_range4(const int64_t *lo, const int64_t *hi) {
+    for (int x = 1; x < 4; ++x)
+        if (lo[x] != lo[0] || hi[x] != hi[0]) return false;
+    return true;
+}
+
 template <typename Acc>
 class DenseBackward {
 public:
@@ -241,8 +248,9 @@ private:
                 if (r + 4 <= R) {
                     m = 4;
                     for (int64_t x = r + 1; x < r + 4; ++x)
-                        if (bwd::dead_row(w.L[size_t(x)]) || w.lo[size_t(x)] != w.lo[size_t(r)] ||
-                            w.hi[size_t(x)] != w.hi[size_t(r)])
+                        if (bwd::dead_row(w.L[size_t(x)]) ||
+                            std::max(w.lo[size_t(x)], j0) - j0 != a ||
+                            std::min(w.hi[size_t(x)], j0 + n) - j0 != e)
                             m = 1;
                 }
                 dq_rows(w, r, m, a, e);
@@ -372,13 +380,7 @@ private:
             }
             if (R == 0) continue;
             for (int64_t r = 0; r < R;) {
-                int64_t m = r + 4 <= R && w.a[size_t(r + 3)] == w.a[size_t(r)] &&
-                                    w.e[size_t(r + 3)] == w.e[size_t(r)] &&
-                                    w.a[size_t(r + 1)] == w.a[size_t(r)] &&
-                                    w.e[size_t(r + 1)] == w.e[size_t(r)] &&
-                                    w.a[size_t(r + 2)] == w.a[size_t(r)] &&
-                                    w.e[size_t(r + 2)] == w.e[size_t(r)]
-                                ? 4 : 1;
+                int64_t m = r + 4 <= R && same_range4(&w.a[size_t(r)], &w.e[size_t(r)]) ? 4 : 1;
                 weights(w, r, m, rows);
                 r += m;
             }
@@ -394,10 +396,7 @@ private:
             }
             for (int64_t j = 0; j < n;) {
                 const int64_t r0 = w.r0[size_t(j)], r1 = w.r1[size_t(j)];
-                int64_t m = j + 4 <= n && w.r0[size_t(j + 3)] == r0 && w.r1[size_t(j + 3)] == r1 &&
-                                    w.r0[size_t(j + 1)] == r0 && w.r1[size_t(j + 1)] == r1 &&
-                                    w.r0[size_t(j + 2)] == r0 && w.r1[size_t(j + 2)] == r1
-                                ? 4 : 1;
+                int64_t m = j + 4 <= n && same_range4(&w.r0[size_t(j)], &w.r1[size_t(j)]) ? 4 : 1;
                 if (r0 < r1) {
                     Acc *dk[4], *dvr[4];
                     const Acc *wk[4], *wv[4];

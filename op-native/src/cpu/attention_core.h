@@ -173,17 +173,20 @@ MLA_ALWAYS_INLINE void vexp_nonpositive(typename Simd<float, VB>::V &x) {
     typedef typename Simd<float, VB>::V V;
     typedef int32_t I __attribute__((vector_size(VB)));
     const V lo = V{} - 87.33654f;
-    I zero_out = x < lo;  // -1 where the result underflows; false for NaN
-    V xc = x;
+    const I underflow = x < lo;  // lanes whose result is 0
+    const I nan = x != x;        // lanes passed through unchanged
     I xb, lb;
-    std::memcpy(&xb, &xc, sizeof xb);
+    std::memcpy(&xb, &x, sizeof xb);
     std::memcpy(&lb, &lo, sizeof lb);
-    xb = (lb & zero_out) | (xb & ~zero_out);  // clamp, so the exponent below stays in range
+    const I x_bits = xb;
+    // Clamp (and zero the NaN lanes), so that the conversion to int below stays in range.
+    xb = ((lb & underflow) | (xb & ~underflow)) & ~nan;
+    V xc;
     std::memcpy(&xc, &xb, sizeof xc);
     // n = round(x / ln2): for x <= 0, truncating x / ln2 - 0.5 rounds to nearest.
-    I n = __builtin_convertvector(xc * 1.44269504088896341f - 0.5f, I);
-    V nf = __builtin_convertvector(n, V);
-    V r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;  // x - n ln2 in two parts
+    const I n = __builtin_convertvector(xc * 1.44269504088896341f - 0.5f, I);
+    const V nf = __builtin_convertvector(n, V);
+    const V r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;  // x - n ln2 in two parts
     V p = V{} + 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -191,13 +194,13 @@ MLA_ALWAYS_INLINE void vexp_nonpositive(typename Simd<float, VB>::V &x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    I two_n_bits = (n + 127) << 23;
+    const I two_n_bits = (n + 127) << 23;
     V two_n;
     std::memcpy(&two_n, &two_n_bits, sizeof two_n);
-    V y = p * two_n;
+    const V y = p * two_n;
     I yb;
     std::memcpy(&yb, &y, sizeof yb);
-    yb &= ~zero_out;
+    yb = (yb & ~underflow & ~nan) | (x_bits & nan);
     std::memcpy(&x, &yb, sizeof x);
 }
 
@@ -207,19 +210,19 @@ template <typename A, int VB>
 MLA_ALWAYS_INLINE A exp_shifted(A *s, int64_t j0, int64_t j1, A m) {
     A sum = A(0);
     int64_t j = j0;
-    if (sizeof(A) == 4) {
+    if constexpr (sizeof(A) == 4) {
         typedef typename Simd<float, VB>::V V;
         constexpr int N = Simd<float, VB>::N;
         V vs = V{};
         for (; j + N <= j1; j += N) {
             V x;
-            vload<float, VB>(x, reinterpret_cast<float *>(s) + j);
-            x -= float(m);
+            vload<float, VB>(x, s + j);
+            x -= m;
             vexp_nonpositive<VB>(x);
-            vstore<float, VB>(reinterpret_cast<float *>(s) + j, x);
+            vstore<float, VB>(s + j, x);
             vs += x;
         }
-        sum = A(vsum<float, VB>(vs));
+        sum = vsum<float, VB>(vs);
     }
     for (; j < j1; ++j) {
         s[j] = std::exp(s[j] - m);

@@ -55,15 +55,19 @@ void run(const mla_attention_params &p) {
         }
         return s;
     };
-    // Element offsets of row t of sequence b, head h.
+    // Element offsets of row t of sequence b, head h. Packed tensors have no batch dimension:
+    // their batch stride is ignored.
+    auto offset = [&](const int64_t *stride, int64_t b, int64_t row, int64_t h) {
+        return (varlen ? 0 : b * stride[0]) + row * stride[1] + h * stride[2];
+    };
     auto q_offset = [&](const Sequence &s, int64_t b, int64_t t, int64_t h) {
-        return (varlen ? 0 : b * p.q_stride[0]) + (s.q_start + t) * p.q_stride[1] + h * p.q_stride[2];
+        return offset(p.q_stride, b, s.q_start + t, h);
     };
     auto k_offset = [&](const Sequence &s, int64_t b, int64_t t, int64_t h) {
-        return (varlen ? 0 : b * p.k_stride[0]) + (s.k_start + t) * p.k_stride[1] + h * p.k_stride[2];
+        return offset(p.k_stride, b, s.k_start + t, h);
     };
     auto v_offset = [&](const Sequence &s, int64_t b, int64_t t, int64_t h) {
-        return (varlen ? 0 : b * p.v_stride[0]) + (s.k_start + t) * p.v_stride[1] + h * p.v_stride[2];
+        return offset(p.v_stride, b, s.k_start + t, h);
     };
     // Keys [lo, hi) that query i of a sequence sees: causal bottom-right, window below.
     auto key_range = [&](const Sequence &s, int64_t i, int64_t *lo, int64_t *hi) {
@@ -72,23 +76,20 @@ void run(const mla_attention_params &p) {
         *lo = p.window > 0 ? std::min(s.k_len, std::max<int64_t>(diag - p.window + 1, 0)) : 0;
     };
 
-    int64_t max_q = 0, max_k = 0;
-    for (int64_t b = 0; b < p.b; ++b) {
-        Sequence s = sequence(b);
-        max_q = std::max(max_q, s.q_len);
-        max_k = std::max(max_k, s.k_len);
-    }
+    int64_t max_q = 0;
+    for (int64_t b = 0; b < p.b; ++b) max_q = std::max(max_q, sequence(b).q_len);
     const int64_t block_q = std::max<int64_t>(1, std::min(max_q, kUnitRows / group));
     std::vector<QueryBlock> blocks;
-    std::vector<int64_t> work;  // keys the block's last query sees: its share of the cost
+    std::vector<int64_t> work;  // keys of the block (its share of the cost)
     for (int64_t b = 0; b < p.b; ++b) {
         Sequence s = sequence(b);
         for (int64_t q0 = 0; q0 < s.q_len; q0 += block_q) {
             QueryBlock blk{b, q0, std::min(block_q, s.q_len - q0)};
-            int64_t lo, hi;
-            key_range(s, blk.q0 + blk.nq - 1, &lo, &hi);
+            int64_t first_lo, first_hi, last_lo, last_hi;
+            key_range(s, blk.q0, &first_lo, &first_hi);
+            key_range(s, blk.q0 + blk.nq - 1, &last_lo, &last_hi);
             blocks.push_back(blk);
-            work.push_back(hi - lo);
+            work.push_back(std::max<int64_t>(last_hi - first_lo, 0));
         }
     }
     std::vector<size_t> order(blocks.size());
@@ -99,6 +100,7 @@ void run(const mla_attention_params &p) {
     for (size_t i = 0; i < order.size(); ++i) sorted[i] = blocks[order[i]];
     blocks.swap(sorted);
     const int64_t n_blocks = int64_t(blocks.size());
+    const int64_t max_keys = n_blocks ? work[order[0]] : 0;
 
     std::unique_ptr<RopeAngles> rotation;
     if (p.out_rotation.positions) rotation.reset(new RopeAngles(p.out_rotation.rope));
@@ -108,7 +110,7 @@ void run(const mla_attention_params &p) {
     sh.max_rows = block_q * group;
     sh.d_qk = d_qk;
     sh.d_v = d_v;
-    sh.max_keys = max_k;
+    sh.max_keys = max_keys;
     sh.separate_values = !direct && !shared_v;
 
     // Unit u: KV head u / n_blocks, block u % n_blocks.
@@ -175,8 +177,7 @@ void run(const mla_attention_params &p) {
         const Sequence s = sequence(b);
         // Query row in the op's order: b * s_q + i batched, the packed row in varlen.
         const int64_t row = varlen ? s.q_start + i : b * p.s_q + i;
-        int64_t out_offset = (varlen ? 0 : b * p.out_stride[0]) + (s.q_start + i) * p.out_stride[1] +
-                             h * p.out_stride[2];
+        const int64_t out_offset = offset(p.out_stride, b, s.q_start + i, h);
         A lse = write_output_row(m, l, acc, d_v, p.sink ? p.sink + h : nullptr, rotation.get(),
                                  rotation ? p.out_rotation.positions[row] : 0, p.out, p.dtype,
                                  out_offset);

@@ -215,6 +215,17 @@ MLA_BWD_INLINE void rows4_accumulate_impl(T *const *acc, const T *const *w, cons
         for (int r = 0; r < 4; ++r)
             for (int u = 0; u < U; ++u) store_vec(acc[r] + c + u * V, a[r][u]);
     }
+    // The same split into vector and scalar elements as row_accumulate: each element gets the
+    // same operations from either kernel (the sparse scatter relies on it for determinism).
+    for (; c + V <= d; c += V) {
+        vec a[4], y;
+        for (int r = 0; r < 4; ++r) load_vec(a[r], acc[r] + c);
+        for (int64_t j = j0; j < j1; ++j) {
+            load_vec(y, b[j] + c);
+            for (int r = 0; r < 4; ++r) a[r] += w[r][j] * y;
+        }
+        for (int r = 0; r < 4; ++r) store_vec(acc[r] + c, a[r]);
+    }
     for (; c < d; ++c)
         for (int r = 0; r < 4; ++r) {
             T s = acc[r][c];

@@ -42,10 +42,11 @@ void run(const mla_dense_decode_params &p, const CacheLayout &layout) {
         const int64_t end = std::min(k1, len);
         if (k0 >= end) return;
         for (int64_t j = 0; j < s_q; ++j)
-            for (int64_t hh = 0; hh < group; ++hh)
-                load_row<A>(p.q, p.dtype,
-                            b * p.q_stride[0] + j * p.q_stride[1] + (kvh * group + hh) * p.q_stride[2],
+            for (int64_t hh = 0; hh < group; ++hh) {
+                const int64_t h = kvh * group + hh;
+                load_row<A>(p.q, p.dtype, b * p.q_stride[0] + j * p.q_stride[1] + h * p.q_stride[2],
                             d_qk, w.q.data() + (j * group + hh) * d_qk);
+            }
         const int32_t *table = p.block_table + b * p.block_table_stride;
         for (int64_t t0 = k0; t0 < end; t0 += kKeyTile) {
             KeyTile<A> &tile = w.tile;
@@ -68,7 +69,8 @@ void run(const mla_dense_decode_params &p, const CacheLayout &layout) {
             bool ranged = p.causal && t0 + tile.n > len - s_q + 1;
             if (ranged) {
                 for (int64_t j = 0; j < s_q; ++j) {
-                    int64_t hi = std::min<int64_t>(std::max<int64_t>(len - s_q + j + 1 - t0, 0), tile.n);
+                    int64_t hi = std::min<int64_t>(std::max<int64_t>(len - s_q + j + 1 - t0, 0),
+                                                   tile.n);
                     for (int64_t hh = 0; hh < group; ++hh) {
                         w.lo[j * group + hh] = 0;
                         w.hi[j * group + hh] = int32_t(hi);

@@ -3,11 +3,12 @@
 // counted each time); the value is the first d_v dims of the same row, so dkv receives the key
 // path and the value path.
 //  Pass A, per (query, kv head): D_i, the sink-aware lse and dq of the G query heads.
-//  Pass B, the scatter-add into dkv: the (kv row, kv head) pairs are cut into ranges of about
-//  equal numbers of selections; each work item owns one range, walks every query in order and
-//  adds the contributions of the selections that land in its range. A dkv row is thus always
-//  summed in (query, slot, head) order, whatever the number of threads or ranges, with no
-//  per-thread copies of dkv; each selection's G query rows are read from cache, once per item.
+//  Pass B, the scatter-add into dkv: the kv rows are cut into ranges holding about equal
+//  numbers of selections; each work item owns one range, walks every query in order and adds
+//  the contributions of the selections that land in its range (the query's G head rows are
+//  loaded once per item and query, then reused by all those selections). A dkv row is thus
+//  always summed in (query, slot, head) order, whatever the number of threads or ranges, with
+//  no per-thread copies of dkv and no locks.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -69,13 +70,15 @@ private:
         std::vector<Acc> q, dout, out, dq, s, dp, D, L, kv;
         std::vector<const Acc *> kp;  // rows of the gathered tile
         std::vector<bwd::OnlineLse> lse;
+        std::vector<int64_t> live;    // heads whose lse is finite
         void init(int64_t rows, int64_t dqk, int64_t dv) {
             q.resize(size_t(rows * dqk));
             dq.resize(size_t(rows * dqk));
             dout.resize(size_t(rows * dv));
             out.resize(size_t(dv));
-            s.resize(size_t(kKeyTile));
-            dp.resize(size_t(kKeyTile));
+            s.resize(size_t(4 * kKeyTile));
+            dp.resize(size_t(4 * kKeyTile));
+            live.resize(size_t(rows));
             D.resize(size_t(rows));
             L.resize(size_t(rows));
             kv.resize(size_t(kKeyTile * dqk));
@@ -90,11 +93,11 @@ private:
         void init(int64_t heads, int64_t dqk, int64_t dv, int64_t topk) {
             q.resize(size_t(heads * dqk));
             dout.resize(size_t(heads * dv));
-            kv.resize(size_t(dqk));
+            kv.resize(size_t(4 * dqk));
             lse.resize(size_t(heads));
             D.resize(size_t(heads));
-            wk.resize(size_t(heads));
-            wv.resize(size_t(heads));
+            wk.resize(size_t(4 * heads));
+            wv.resize(size_t(4 * heads));
             qp.resize(size_t(heads));
             dp_rows.resize(size_t(heads));
             rows.resize(size_t(std::max<int64_t>(topk, 1)));
@@ -191,16 +194,15 @@ private:
             D_[size_t(i * p_.h_q + h)] = w.D[size_t(g)];
             L_[size_t(i * p_.h_q + h)] = w.L[size_t(g)];
         }
+        int64_t live = 0;  // heads with a finite lse, four at a time below
+        for (int64_t g = 0; g < G_; ++g)
+            if (!bwd::dead_row(w.L[size_t(g)])) w.live[size_t(live++)] = g;
         int64_t t = 0;
         while (int64_t n = gather(i, hk, &t, n_slots, w)) {
-            for (int64_t g = 0; g < G_; ++g) {
-                const Acc L = w.L[size_t(g)], D = w.D[size_t(g)];
-                if (bwd::dead_row(L)) continue;
-                Acc *sc = w.s.data(), *dp = w.dp.data();
-                row_dots(&w.q[size_t(g * dqk)], w.kp.data(), 0, n, dqk, sc);
-                row_dots(&w.dout[size_t(g * dv)], w.kp.data(), 0, n, dv, dp);
-                for (int64_t j = 0; j < n; ++j) sc[j] = std::exp(scale_ * sc[j] - L) * (dp[j] - D);
-                row_accumulate(&w.dq[size_t(g * dqk)], sc, w.kp.data(), 0, n, dqk);
+            for (int64_t x = 0; x < live;) {
+                int64_t m = x + 4 <= live ? 4 : 1;
+                dq_heads(w, &w.live[size_t(x)], m, n);
+                x += m;
             }
         }
         for (int64_t g = 0; g < G_; ++g) {
@@ -209,6 +211,35 @@ private:
             for (int64_t c = 0; c < dqk; ++c) dq[c] *= scale_;
             store_row<Acc>(p_.dq, p_.dtype, (i * p_.h_q + h) * dqk, dqk, dq);
         }
+    }
+
+    // dq of heads g[0..m) (m = 1 or 4) from the n gathered kv rows.
+    void dq_heads(ScratchA &w, const int64_t *g, int64_t m, int64_t n) {
+        const int64_t dqk = p_.d_qk, dv = p_.d_v;
+        const Acc *q[4], *dout[4];
+        Acc *sc[4], *dp[4], *dq[4];
+        for (int64_t x = 0; x < m; ++x) {
+            q[x] = &w.q[size_t(g[x] * dqk)];
+            dout[x] = &w.dout[size_t(g[x] * dv)];
+            dq[x] = &w.dq[size_t(g[x] * dqk)];
+            sc[x] = &w.s[size_t(x * kKeyTile)];
+            dp[x] = &w.dp[size_t(x * kKeyTile)];
+        }
+        if (m == 4) {
+            bwd::rows4_dots(q, w.kp.data(), 0, n, dqk, sc);
+            bwd::rows4_dots(dout, w.kp.data(), 0, n, dv, dp);
+        } else {
+            row_dots(q[0], w.kp.data(), 0, n, dqk, sc[0]);
+            row_dots(dout[0], w.kp.data(), 0, n, dv, dp[0]);
+        }
+        for (int64_t x = 0; x < m; ++x) {
+            const Acc L = w.L[size_t(g[x])], D = w.D[size_t(g[x])];
+            for (int64_t j = 0; j < n; ++j) sc[x][j] = std::exp(scale_ * sc[x][j] - L) * (dp[x][j] - D);
+        }
+        if (m == 4)
+            bwd::rows4_accumulate(dq, sc, w.kp.data(), 0, n, dqk);
+        else
+            row_accumulate(dq[0], sc[0], w.kp.data(), 0, n, dqk);
     }
 
     // Pass B: dkv of the kv rows [r0, r1) (all kv heads).
@@ -243,20 +274,42 @@ private:
                     ++R;
                 }
                 if (R == 0) continue;
-                for (int64_t e = 0; e < n; ++e) {
-                    const int64_t row = w.rows[size_t(e)];
-                    const Acc *kv = kv_row_ptr(row, hk, w.kv.data());
-                    // wk <- q.kv, wv <- dout.kv[:d_v], then the weights of the two paths.
-                    row_dots(kv, w.qp.data(), 0, R, dqk, w.wk.data());
-                    row_dots(kv, w.dp_rows.data(), 0, R, dv, w.wv.data());
-                    for (int64_t r = 0; r < R; ++r) {
-                        Acc prob = std::exp(scale_ * w.wk[size_t(r)] - w.lse[size_t(r)]);
-                        w.wk[size_t(r)] = scale_ * prob * (w.wv[size_t(r)] - w.D[size_t(r)]);
-                        w.wv[size_t(r)] = prob;
+                for (int64_t e = 0; e < n; e += 4) {
+                    // Four selections at a time; the scores go through rows4_dots even for a
+                    // short group (padded by repeating a row) so that every score is computed
+                    // the same way whatever the range boundaries.
+                    const int64_t m = std::min<int64_t>(4, n - e);
+                    const Acc *kv[4];
+                    Acc *wk[4], *wv[4], *acc[4];
+                    for (int64_t x = 0; x < 4; ++x) {
+                        const int64_t row = w.rows[size_t(e + std::min(x, m - 1))];
+                        kv[x] = kv_row_ptr(row, hk, &w.kv[size_t(x * dqk)]);
+                        acc[x] = dkv + (row * p_.h_kv + hk) * dqk;
+                        wk[x] = &w.wk[size_t(x * G_)];
+                        wv[x] = &w.wv[size_t(x * G_)];
                     }
-                    Acc *acc = dkv + (row * p_.h_kv + hk) * dqk;
-                    row_accumulate(acc, w.wk.data(), w.qp.data(), 0, R, dqk);        // key path
-                    row_accumulate(acc, w.wv.data(), w.dp_rows.data(), 0, R, dv);    // value path
+                    // wk <- q.kv, wv <- dout.kv[:d_v], then the weights of the two paths.
+                    bwd::rows4_dots(kv, w.qp.data(), 0, R, dqk, wk);
+                    bwd::rows4_dots(kv, w.dp_rows.data(), 0, R, dv, wv);
+                    for (int64_t x = 0; x < m; ++x)
+                        for (int64_t r = 0; r < R; ++r) {
+                            Acc prob = std::exp(scale_ * wk[x][r] - w.lse[size_t(r)]);
+                            wk[x][r] = scale_ * prob * (wv[x][r] - w.D[size_t(r)]);
+                            wv[x][r] = prob;
+                        }
+                    bool distinct = m == 4;
+                    for (int64_t x = 0; x < 4 && distinct; ++x)
+                        for (int64_t y = x + 1; y < 4; ++y) distinct = distinct && acc[x] != acc[y];
+                    if (distinct) {
+                        bwd::rows4_accumulate(acc, wk, w.qp.data(), 0, R, dqk);      // key path
+                        bwd::rows4_accumulate(acc, wv, w.dp_rows.data(), 0, R, dv);  // value path
+                    } else {
+                        // A repeated row: one selection after the other, in slot order.
+                        for (int64_t x = 0; x < m; ++x) {
+                            row_accumulate(acc[x], wk[x], w.qp.data(), 0, R, dqk);
+                            row_accumulate(acc[x], wv[x], w.dp_rows.data(), 0, R, dv);
+                        }
+                    }
                 }
             }
         if (!native_)

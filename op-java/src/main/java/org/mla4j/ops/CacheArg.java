@@ -34,10 +34,20 @@ final class CacheArg {
         if (requireHkv > 1) {
             throw Check.fail(op, arg + " is an FP8 " + l.name() + " cache with one KV head, but h_kv must be " + requireHkv);
         }
-        long bytes = l.blockBytes(blockSizeArg);
+        long bytes = blockBytes(op, arg + " layout", l, blockSizeArg);
         if (cache.size(1) != bytes) {
             throw Check.fail(op, arg + " has " + cache.size(1) + " bytes per block, but a " + l
                     + " block of " + blockSizeArg + " tokens takes " + bytes);
+        }
+    }
+
+    /** Bytes of one block of an FP8 layout; an invalid layout is reported as a bad argument of op. */
+    static long blockBytes(String op, String arg, CacheLayout l, long blockSize) {
+        try {
+            return l.blockBytes(blockSize);
+        } catch (org.mla4j.MlaException e) {
+            throw Check.fail(op, arg + " " + l + " is not a valid FP8 layout for block size " + blockSize
+                    + " (d_nope must be a positive multiple of tile, d_rope even)");
         }
     }
 

@@ -114,6 +114,7 @@ public class IndexerScores extends MlaOp {
     public List<SDVariable> doDiff(List<SDVariable> grads) {
         SDVariable[] a = args();
         SDVariable[] g = new IndexerScoresBp(sameDiff, a[0], a[1], a[2], grads.get(0), causal()).outputVariables();
-        return List.of(g[0], g[1], g[2]);
+        // The kernel's gradients are float32; each is returned in its input's type.
+        return List.of(g[0].castTo(a[0].dataType()), g[1].castTo(a[1].dataType()), g[2].castTo(a[2].dataType()));
     }
 }

@@ -26,7 +26,7 @@ public class IndexerScoresBp extends MlaOp {
     }
 
     public IndexerScoresBp(INDArray q, INDArray k, INDArray w, INDArray dScores, boolean causal) {
-        super(new INDArray[] {q, k, w, dScores}, null);
+        super(Inputs.of(q, k, w, dScores), null);
         addIArgument(causal ? 1 : 0);
     }
 

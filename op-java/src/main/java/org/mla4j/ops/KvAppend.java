@@ -29,7 +29,7 @@ public class KvAppend extends MlaOp {
     }
 
     private KvAppend(INDArray[] in, INDArray[] out, CacheLayout layout, long blockSize) {
-        super(in, out);
+        super(Inputs.of(in), out);
         layout.addArgs(this, blockSize);
     }
 

@@ -26,7 +26,7 @@ public class KvDequantize extends MlaOp {
     }
 
     public KvDequantize(INDArray cache, CacheLayout layout, long blockSize, DataType outType) {
-        super(new INDArray[] {cache}, null);
+        super(Inputs.of(cache), null);
         layout.addArgs(this, blockSize);
         addIArgument(outType.toInt());
     }

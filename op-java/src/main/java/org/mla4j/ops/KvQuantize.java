@@ -26,7 +26,7 @@ public class KvQuantize extends MlaOp {
     }
 
     public KvQuantize(INDArray kv, CacheLayout layout) {
-        super(new INDArray[] {kv}, null);
+        super(Inputs.of(kv), null);
         layout.addArgs(this, 0);
     }
 
@@ -53,7 +53,7 @@ public class KvQuantize extends MlaOp {
         if (!l.isFp8()) throw Check.fail(OP_NAME, "layout must be V32 or MODEL1, got PLAIN");
         Check.positive(OP_NAME, "kv block_size", kv.size(1));
         Check.dim(OP_NAME, "kv", kv, 2, "d_qk of " + l, l.dQk());
-        return list(desc(DataType.UINT8, kv.size(0), l.blockBytes(kv.size(1))));
+        return list(desc(DataType.UINT8, kv.size(0), CacheArg.blockBytes(OP_NAME, "layout", l, kv.size(1))));
     }
 
     @Override

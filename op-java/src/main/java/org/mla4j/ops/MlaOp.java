@@ -13,7 +13,6 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.api.ops.DynamicCustomOp;
 import org.nd4j.linalg.api.ops.OpContext;
 import org.nd4j.linalg.api.shape.LongShapeDescriptor;
-import org.nd4j.linalg.api.shape.Shape;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
@@ -34,6 +33,9 @@ public abstract class MlaOp extends DynamicCustomOp {
 
     protected MlaOp(INDArray[] inputs, INDArray[] outputs) {
         super(null, inputs, outputs);
+        // Eager ops are built to run now; ND4J would hide the missing install() behind a generic
+        // "calculateOutputShape failed" exception, so report it here, first.
+        if (!Mla4j.isInstalled()) throw notInstalled();
     }
 
     @Override
@@ -51,12 +53,14 @@ public abstract class MlaOp extends DynamicCustomOp {
      */
     @Override
     public long opHash() {
-        if (!Mla4j.isInstalled()) {
-            throw new IllegalStateException("mla4j op '" + opName() + "' cannot run: call "
-                    + "org.mla4j.Mla4j.install() once before using mla4j ops (it installs the "
-                    + "executioner that runs them)");
-        }
+        if (!Mla4j.isInstalled()) throw notInstalled();
         return 0L;
+    }
+
+    private IllegalStateException notInstalled() {
+        return new IllegalStateException("mla4j op '" + opName() + "' cannot run: call "
+                + "org.mla4j.Mla4j.install() once before using mla4j ops (it installs the "
+                + "executioner that runs them)");
     }
 
     /**
@@ -140,8 +144,15 @@ public abstract class MlaOp extends DynamicCustomOp {
         return list == null ? new INDArray[0] : list.toArray(new INDArray[0]);
     }
 
+    /** Row-major and dense: each stride is the product of the later sizes (size-1 dims may have any stride). */
     static boolean isContiguous(INDArray a) {
-        return a.ordering() == 'c' && Shape.hasDefaultStridesForShape(a);
+        long[] shape = a.shape(), stride = a.stride();
+        long expected = 1;
+        for (int i = shape.length - 1; i >= 0; i--) {
+            if (shape[i] != 1 && stride[i] != expected) return false;
+            expected *= shape[i];
+        }
+        return true;
     }
 
     private static INDArray contiguous(INDArray a) {

@@ -29,7 +29,7 @@ public class Rope extends MlaOp {
     }
 
     public Rope(INDArray x, INDArray positions, RopeConfig rope, boolean inverse) {
-        super(new INDArray[] {x, positions}, null);
+        super(Inputs.of(x, positions), null);
         addIArgument(inverse ? 1 : 0);
         rope.addArgs(this);
     }

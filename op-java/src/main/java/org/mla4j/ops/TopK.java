@@ -25,7 +25,7 @@ public class TopK extends MlaOp {
     }
 
     public TopK(INDArray scores, long k) {
-        super(new INDArray[] {scores}, null);
+        super(Inputs.of(scores), null);
         addIArgument(k);
     }
 

@@ -51,8 +51,4 @@ final class BenchWork {
         for (int i : indices) if (i >= 0) seen.add(i);
         return seen.size();
     }
-
-    static String gflop(double flops) {
-        return String.format("%.2f GFLOP", flops / 1e9);
-    }
 }

@@ -29,14 +29,17 @@ import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
 
 /**
  * DL4J's own numerical gradient check (GradientCheckUtil, float64, central differences with
- * epsilon 1e-6) of every parameter of networks holding {@link MlaSelfAttentionLayer}, in a
+ * epsilon 1e-6) of the parameters of networks holding {@link MlaSelfAttentionLayer}, in a
  * MultiLayerNetwork and in a ComputationGraph, with and without a feature mask, causal and
- * not, with and without query compression.
+ * not, with and without query compression. The masked cases check every parameter entry of
+ * the network; the others a subset of each parameter array.
  */
 class LayerMlaGradientCheckTest {
     private static final int N_IN = 8, BATCH = 2, STEPS = 5, CLASSES = 3;
     /** Tighter than DL4J's customary 1e-3: the layer's gradients are exact. */
     private static final double MAX_REL_ERROR = 1e-5, MIN_ABS_ERROR = 1e-9;
+    /** Entries checked per parameter array in the subset checks (the masked cases check all). */
+    private static final int SUBSET = 12;
     private static DataType savedType, savedFloatType;
 
     @BeforeAll
@@ -62,8 +65,8 @@ class LayerMlaGradientCheckTest {
         return Nd4j.createFromArray(new double[][] {{1, 1, 1, 1, 1}, {1, 0, 1, 1, 0}});
     }
 
-    private static INDArray oneHotPerStep(long seed) {
-        Nd4j.getRandom().setSeed(seed);
+    /** One-hot labels [BATCH, CLASSES, STEPS], class (b + 2t) mod CLASSES. */
+    private static INDArray oneHotPerStep() {
         INDArray y = Nd4j.zeros(DataType.DOUBLE, BATCH, CLASSES, STEPS);
         for (int b = 0; b < BATCH; b++) {
             for (int t = 0; t < STEPS; t++) y.putScalar(b, (b + 2 * t) % CLASSES, t, 1.0);
@@ -85,12 +88,17 @@ class LayerMlaGradientCheckTest {
         return net;
     }
 
-    private static void checkMln(MlaSelfAttentionLayer layer, INDArray mask) {
+    /**
+     * Checks every parameter entry ({@code perParam} 0) or, to keep the suite fast, about
+     * {@code perParam} entries of each parameter array.
+     */
+    private static void checkMln(MlaSelfAttentionLayer layer, INDArray mask, int perParam) {
         MultiLayerNetwork net = mln(layer);
         Nd4j.getRandom().setSeed(7);
         INDArray x = Nd4j.randn(DataType.DOUBLE, BATCH, N_IN, STEPS);
         boolean ok = GradientCheckUtil.checkGradients(new GradientCheckUtil.MLNConfig().net(net).input(x)
-                .labels(oneHotPerStep(3)).inputMask(mask).labelMask(mask)
+                .labels(oneHotPerStep()).inputMask(mask).labelMask(mask)
+                .subset(perParam > 0).maxPerParam(perParam)
                 .epsilon(1e-6).maxRelError(MAX_REL_ERROR).minAbsoluteError(MIN_ABS_ERROR)
                 .print(GradientCheckUtil.PrintMode.FAILURES_ONLY));
         assertTrue(ok, "gradient check of " + layer + (mask == null ? "" : " with mask"));
@@ -98,26 +106,26 @@ class LayerMlaGradientCheckTest {
 
     @Test
     void multiLayerNetworkWithoutMask() {
-        checkMln(mla(6, 6, false), null);
+        checkMln(mla(6, 6, false), null, SUBSET);
     }
 
     @Test
     void multiLayerNetworkWithMask() {
-        checkMln(mla(6, 6, false), mask());
+        checkMln(mla(6, 6, false), mask(), 0);
     }
 
     @Test
     void multiLayerNetworkCausalWithMask() {
-        checkMln(mla(6, 6, true), mask());
+        checkMln(mla(6, 6, true), mask(), 0);
     }
 
     @Test
     void multiLayerNetworkWithoutQueryCompression() {
-        checkMln(mla(5, 0, true), null);
+        checkMln(mla(5, 0, true), null, SUBSET);
     }
 
     /** in -> attention -> (+ in) -> average pooling over unmasked steps -> softmax output. */
-    private static void checkGraph(INDArray mask, boolean causal) {
+    private static void checkGraph(INDArray mask, boolean causal, int perParam) {
         ComputationGraphConfiguration conf = new NeuralNetConfiguration.Builder()
                 .dataType(DataType.DOUBLE).seed(43).updater(new NoOp()).weightInit(WeightInit.XAVIER)
                 .graphBuilder()
@@ -138,6 +146,7 @@ class LayerMlaGradientCheckTest {
         boolean ok = GradientCheckUtil.checkGradients(new GradientCheckUtil.GraphConfig().net(graph)
                 .inputs(new INDArray[] {x}).labels(new INDArray[] {y})
                 .inputMask(mask == null ? null : new INDArray[] {mask})
+                .subset(perParam > 0).maxPerParam(perParam)
                 .epsilon(1e-6).maxRelError(MAX_REL_ERROR).minAbsoluteError(MIN_ABS_ERROR)
                 .print(GradientCheckUtil.PrintMode.FAILURES_ONLY));
         assertTrue(ok, "graph gradient check" + (mask == null ? "" : " with mask") + (causal ? ", causal" : ""));
@@ -145,11 +154,11 @@ class LayerMlaGradientCheckTest {
 
     @Test
     void computationGraphWithoutMask() {
-        checkGraph(null, true);
+        checkGraph(null, true, SUBSET);
     }
 
     @Test
     void computationGraphWithMask() {
-        checkGraph(mask(), false);
+        checkGraph(mask(), false, 0);
     }
 }

@@ -1,9 +1,11 @@
 package org.mla4j.tests;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.Map;
+import org.deeplearning4j.gradientcheck.GradientCheckUtil;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
@@ -34,6 +36,12 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
  * only: a {@code tanh(x W + b)} SameDiffLayer against a {@code DenseLayer} with the same
  * weights, followed by the same output layer. The reference is a central finite difference
  * of the network score.
+ *
+ * <p>Observed (and asserted here, so that a DL4J upgrade that changes it shows up): the
+ * SameDiffLayer's parameter gradients and its gradient with respect to its input are exactly
+ * twice the true ones, with or without mla4j installed; the layers above it get correct
+ * gradients. This is why {@code MlaSelfAttentionLayer} computes its backward pass itself
+ * instead of building on SameDiffLayer.
  */
 class LayerSameDiffGradientScaleTest {
     private static final int N_IN = 5, N_OUT = 4, BATCH = 3;
@@ -160,6 +168,16 @@ class LayerSameDiffGradientScaleTest {
                 ratio.minNumber().doubleValue(), ratio.maxNumber().doubleValue());
         assertEquals(2.0, ratio.minNumber().doubleValue(), 1e-9, "input gradient");
         assertEquals(2.0, ratio.maxNumber().doubleValue(), 1e-9, "input gradient");
+
+        // DL4J's own gradient check therefore rejects the SameDiffLayer network (relative error
+        // |2g - g| / (|2g| + |g|) = 1/3 on its parameters) and accepts the DenseLayer one.
+        assertTrue(GradientCheckUtil.checkGradients(gradientCheck(denseNet, x, y)), "DenseLayer gradient check");
+        assertFalse(GradientCheckUtil.checkGradients(gradientCheck(sdNet, x, y)), "SameDiffLayer gradient check");
+    }
+
+    private static GradientCheckUtil.MLNConfig gradientCheck(MultiLayerNetwork net, INDArray x, INDArray y) {
+        return new GradientCheckUtil.MLNConfig().net(net).input(x).labels(y).epsilon(1e-6).maxRelError(1e-5)
+                .minAbsoluteError(1e-9).print(GradientCheckUtil.PrintMode.FAILURES_ONLY);
     }
 
     private static Gradient gradient(MultiLayerNetwork net, INDArray x, INDArray y) {

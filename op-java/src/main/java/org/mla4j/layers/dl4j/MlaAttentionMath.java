@@ -34,11 +34,12 @@ import org.nd4j.linalg.ops.transforms.Transforms;
  *
  * <p>Masking. mla_attention has no mask input, so a mask becomes one extra query/key
  * dimension: queries get the constant {@code M}, keys get {@code 0} where present and
- * {@code -M} where masked, which adds {@code -M^2 * scale} (at least 10^6) to the score of every
- * masked key and nothing to the others. The masked keys' softmax weights then underflow to
- * exactly 0 in every float type, so they contribute nothing to outputs or gradients, whatever
- * the mask's pattern and together with the causal mask. {@code M} = 4096 is exact in float16
- * and bfloat16. A query whose whole key set is masked (only possible at a masked timestep:
+ * {@code -M} where masked, which lowers the score of every masked key by {@code M^2 * scale}
+ * (1.7e7 / sqrt(d_qk) without YaRN, over 1e5 for any practical head size) and leaves the
+ * others unchanged. The masked keys' softmax weights then underflow to exactly 0 in every
+ * float type (float64 underflows beyond a gap of about 745), so they contribute nothing to
+ * outputs or gradients, whatever the mask's pattern and together with the causal mask.
+ * {@code M} = 4096 is exact in float16 and bfloat16. A query whose whole key set is masked (only possible at a masked timestep:
  * causal attention always sees the query's own key) attends to its masked keys instead, like
  * DL4J's built-in attention; downstream layers ignore masked timesteps.
  */

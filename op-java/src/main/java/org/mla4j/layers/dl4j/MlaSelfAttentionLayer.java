@@ -30,6 +30,11 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * {@code [batch, timesteps]} (1 = present, 0 = padding) removes masked timesteps from every
  * query's key set; outputs are still computed at masked timesteps (they attend to the unmasked
  * keys, as in {@code SelfAttentionLayer}) and the mask is passed on unchanged to the next layer.
+ * Any mask pattern works, with or without the causal option: mla_attention has no mask input,
+ * so the layer appends one dimension to queries (a constant M) and keys (0 where present, -M
+ * where masked), which pushes masked keys' softmax weights to exactly zero. A query whose keys
+ * are all masked (possible only at a masked timestep) attends to the masked keys instead.
+ * The layer keeps no state between calls: {@code rnnTimeStep} attends within the given chunk.
  *
  * <p>Per token t with input h (d_model = nIn), the layer computes
  * <pre>

@@ -87,14 +87,4 @@ public final class Formats {
         int e = Math.getExponent(s);
         return Math.scalb(1.0, s == Math.scalb(1.0f, e) ? e : e + 1);
     }
-
-    /**
-     * Whether amax / 448 lies just above a power of two, within float rounding of log2: there a
-     * float log2 may land on the integer and pick the power of two below (the scale rule's seam).
-     */
-    public static boolean nearScaleSeam(double amax) {
-        float s = Math.max((float) amax / 448f, 1e-4f);
-        double r = s / Math.scalb(1.0, Math.getExponent(s));
-        return r > 1 && r < 1 + 1e-6;
-    }
 }

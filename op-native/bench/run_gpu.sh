@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The one command for the GPU host: configure and build op-native (Release, CUDA, ninja) into
+# /tmp/mla-build, run every native test through ctest (test_gpu_dense_decode included), count
+# the tensor-core instructions of the kernels in SASS, benchmark dense decode (mla4j, then
+# plain PyTorch) and print one combined table. With OUT set, everything also goes to
+# $OUT/gpu_log.txt.
+#   op-native/bench/run_gpu.sh [--quick]     (--quick: s_k 8192 rows only)
+# Environment: MLA_BUILD_DIR (default /tmp/mla-build), MLA_CUDA_ARCHS (default 90a: passed as
+# -DMLA4J_CUDA_ARCHS, which builds only the Hopper target where the CMake file offers it).
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+src=$(cd "$here/.." && pwd)
+build=${MLA_BUILD_DIR:-/tmp/mla-build}
+archs=${MLA_CUDA_ARCHS:-90a}
+quick=""
+[ "${1:-}" = "--quick" ] && quick="--quick"
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
+    exec > >(tee "$OUT/gpu_log.txt") 2>&1
+fi
+status=0
+step() { printf '\n=== %s\n' "$*"; }
+
+step "device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true
+nvcc --version 2>&1 | tail -n 1
+
+step "configure and build ($build)"
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+cmake -S "$src" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMLA4J_CUDA=ON \
+    -DMLA4J_CUDA_ARCHS="$archs" || exit 1
+cmake --build "$build" -j "$(nproc)" || exit 1
+bench="$build/bench/bench_dense_decode"
+if [ ! -x "$bench" ]; then  # bench/ not added to the build: compile it against the library
+    bench="$build/bench_dense_decode"
+    c++ -O2 -std=c++17 -I"$src/include" "$here/bench_dense_decode.cpp" -o "$bench" \
+        -L"$build" -lmla4j -Wl,-rpath,"$build" || exit 1
+fi
+
+step "native tests"
+ctest --test-dir "$build" --output-on-failure || status=1
+
+step "SASS: tensor-core instructions per dense-decode kernel"
+if command -v cuobjdump >/dev/null; then
+    cuobjdump -sass "$build/libmla4j.so" 2>/dev/null | awk '
+        /^[[:space:]]*arch = / { arch = $3 }
+        /Function :/ { fn = $3; if (fn ~ /decode/) seen[arch " " fn] = 1 }
+        fn ~ /decode/ && /HGMMA/ { hg[arch " " fn]++ }
+        fn ~ /decode/ && /HMMA/ && !/HGMMA/ { hm[arch " " fn]++ }
+        fn ~ /decode/ && /(LDL|STL)/ { lm[arch " " fn]++ }
+        END { for (k in seen) printf "%-8s HMMA %5d  HGMMA %5d  local ld/st %4d  %s\n",
+                  substr(k, 1, index(k, " ") - 1), hm[k], hg[k], lm[k], substr(k, index(k, " ") + 1) }' |
+        sort
+else
+    echo "cuobjdump not found"
+fi
+
+step "bench: mla4j"
+"$bench" $quick | tee "$build/bench_mla4j.txt" || status=1
+
+step "bench: plain PyTorch"
+python3 "$here/torch_dense_decode.py" $quick | tee "$build/bench_torch.txt" || status=1
+
+step "combined (median us, TFLOP/s; FlashMLA figures from shared/gpu/README.md)"
+python3 - "$build/bench_mla4j.txt" "$build/bench_torch.txt" <<'PY'
+import re, sys
+res = {}
+for path in sys.argv[1:]:
+    try:
+        for line in open(path):
+            m = re.match(r"RESULT impl=(\S+) s_q=(\d+) s_k=(\d+) us=([\d.]+) tflops=([\d.]+)", line)
+            if m:
+                res[(m[1], int(m[2]), int(m[3]))] = (float(m[4]), float(m[5]))
+    except OSError:
+        pass
+flashmla = {(1, 4096): 265, (1, 8192): 491, (1, 16384): 936, (2, 8192): 997}
+print(f"{'b 128 h_q 128 d 576/512 bf16':30s} {'mla4j us':>9s} {'TFLOP/s':>8s} {'of 790':>7s} "
+      f"{'torch us':>9s} {'TFLOP/s':>8s} {'vs torch':>9s} {'FlashMLA us':>12s} {'vs FlashMLA':>12s}")
+for s_q in (1, 2):
+    for s_k in (4096, 8192, 16384):
+        a, t = res.get(("mla4j", s_q, s_k)), res.get(("torch", s_q, s_k))
+        if not a and not t:
+            continue
+        f = flashmla.get((s_q, s_k))
+        cols = [f"s_q {s_q} s_k {s_k:5d}".ljust(30)]
+        cols += [f"{a[0]:9.1f} {a[1]:8.1f} {100 * a[1] / 790:6.1f}%" if a else f"{'-':>9s} {'-':>8s} {'-':>7s}"]
+        cols += [f"{t[0]:9.1f} {t[1]:8.1f}" if t else f"{'-':>9s} {'-':>8s}"]
+        cols += [f"{t[0] / a[0]:8.2f}x" if a and t else f"{'-':>9s}"]
+        cols += [f"{f:12d} {f / a[0]:11.2f}x" if f and a else f"{'-':>12s} {'-':>12s}"]
+        print(" ".join(cols))
+PY
+
+step "done: $([ $status = 0 ] && echo all passed || echo FAILURES above)"
+exit $status

@@ -1,0 +1,95 @@
+// Split-KV combine of dense decode: for every unit whose key tiles were spread over several
+// partitions, merges the partial (out / l, lse) of each piece,
+//   lse = log(sum_i exp(lse_i)),  out = sum_i exp(lse_i - lse) out_i,
+// and writes the row through the shared epilogue (sink, rotation, store). One CTA per
+// (unit, m-block); units held by one partition were written by the main kernel and are
+// skipped here.
+#include "cuda/common/check.cuh"
+#include "cuda/common/decode_launch.h"
+
+namespace mla {
+namespace cuda {
+namespace {
+
+constexpr int kCombineWarps = 8;
+
+// The partition holding cost position x (see ScheduleArgs).
+__device__ __forceinline__ int owner(const ScheduleArgs &s, int64_t x, int64_t total) {
+    int64_t p = ((x + 1) * s.parts - 1) / total;
+    return int(p < s.parts - 1 ? p : s.parts - 1);
+}
+
+__global__ void __launch_bounds__(kCombineWarps * 32)
+    decode_combine_kernel(const __grid_constant__ DecodeArgs a) {
+    extern __shared__ float combine_smem[];
+    const ScheduleArgs &s = a.sched;
+    const int64_t u = blockIdx.x;
+    const int mb = blockIdx.y;
+    const int64_t n = unit_tiles(s, u);
+    if (n <= 0) return;
+    const int64_t total = s.cum[a.b * a.h_kv];
+    const int64_t x0 = s.cum[u] + s.overhead;
+    const int first = owner(s, x0, total), last = owner(s, x0 + n - 1, total);
+    if (first == last) return;
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int pieces = last - first + 1;
+    float *row = combine_smem + warp * (a.d_v + 2 * pieces);
+    float *weight = row + a.d_v;
+    int *slot = reinterpret_cast<int *>(weight + pieces);
+    const int64_t rows_blk = min64(kBlockRows, a.rows - int64_t(mb) * kBlockRows);
+
+    for (int r = warp; r < rows_blk; r += kCombineWarps) {
+        // lse of every piece; an empty partition (start == end) left nothing.
+        float mx = -INFINITY;
+        for (int k = lane; k < pieces; k += 32) {
+            const int p = first + k;
+            const int32_t *pp = s.part + 2 * p;
+            const bool empty = pp[0] == pp[2] && pp[1] == pp[3];
+            const int sl = (mb * s.parts + p) * 2 + (pp[0] == u ? 0 : 1);
+            const float l = empty ? -INFINITY : s.part_lse[int64_t(sl) * kBlockRows + r];
+            slot[k] = sl;
+            weight[k] = l;
+            mx = fmaxf(mx, l);
+        }
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float sum = 0.f;
+        if (mx > -INFINITY)
+            for (int k = lane; k < pieces; k += 32) sum += expf(weight[k] - mx);
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        const float lse = mx > -INFINITY ? mx + logf(sum) : INFINITY;
+        __syncwarp();
+        for (int k = lane; k < pieces; k += 32)
+            weight[k] = mx > -INFINITY ? expf(weight[k] - lse) : 0.f;
+        __syncwarp();
+        for (int64_t c = lane; c < a.d_v; c += 32) {
+            float acc = 0.f;
+            for (int k = 0; k < pieces; ++k) {
+                const float w = weight[k];
+                if (w != 0.f) acc += w * s.part_o[(int64_t(slot[k]) * kBlockRows + r) * a.d_v + c];
+            }
+            row[c] = acc;
+        }
+        __syncwarp();
+        const RowId id = row_id(a, u, mb, r);
+        write_row<float>(a, row, id.b, id.j, id.h, lse, lane);
+    }
+}
+
+}  // namespace
+
+mla_status launch_decode_combine(const DecodeArgs &a, cudaStream_t stream, const char *op) {
+    const int64_t units = a.b * a.h_kv;
+    // Per warp: a row of d_v floats, then a weight and a slot per piece (at most `parts`).
+    const size_t smem = size_t(kCombineWarps) * size_t(a.d_v + 2 * a.sched.parts) * 4;
+    if (smem > 48 * 1024)
+        MLA_CUDA_TRY(cudaFuncSetAttribute(decode_combine_kernel,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const dim3 grid(unsigned(units), unsigned(a.n_mblocks));
+    decode_combine_kernel<<<grid, kCombineWarps * 32, smem, stream>>>(a);
+    MLA_CUDA_LAUNCHED("decode_combine_kernel launch");
+    return MLA_OK;
+}
+
+}  // namespace cuda
+}  // namespace mla

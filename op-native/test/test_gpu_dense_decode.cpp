@@ -1,0 +1,755 @@
+// Native GPU test of mla_dense_decode (ops.md sections 1 and 8): every case runs on CUDA
+// device 0 through the C ABI (device memory through the mla_cuda_* API) and is compared with
+// the CPU path of the same library (exec.device = -1 on host copies) and with a float64
+// reference written here from the contract. Outputs are poisoned (NaN bytes) before each call
+// and padded with gaps that must stay untouched; spare cache blocks and the cache slots past
+// each sequence hold NaN, which must not leak. Without a CUDA device every case is skipped.
+#include <mla/mla.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+const double kInf = std::numeric_limits<double>::infinity();
+
+int g_passed = 0, g_failed = 0;
+
+void report(bool ok, const char *fmt, ...) {
+    if (ok) {
+        ++g_passed;
+        return;
+    }
+    ++g_failed;
+    va_list ap;
+    va_start(ap, fmt);
+    std::fprintf(stdout, "FAIL: ");
+    std::vfprintf(stdout, fmt, ap);
+    std::fprintf(stdout, "\n");
+    va_end(ap);
+}
+
+// ---- element encodings (test-side) ----------------------------------------------------------
+
+double bf16_value(uint16_t b) {
+    uint32_t u = uint32_t(b) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t bf16_bits(double v) {  // truncation: the reference reads back what was stored
+    float f = float(v);
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return uint16_t(u >> 16);
+}
+
+double f16_value(uint16_t h) {
+    int sign = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    double v;
+    if (e == 0)
+        v = std::ldexp(double(m), -24);
+    else if (e == 31)
+        v = m ? std::nan("") : kInf;
+    else
+        v = std::ldexp(1.0 + m / 1024.0, e - 15);
+    return sign ? -v : v;
+}
+
+uint16_t f16_bits(double v) {  // normal range only (test data is in [-1, 1] or NaN)
+    if (std::isnan(v)) return 0x7e00;
+    uint16_t sign = std::signbit(v) ? 0x8000 : 0;
+    double a = std::fabs(v);
+    if (a < std::ldexp(1.0, -14)) return sign | uint16_t(std::floor(a * std::ldexp(1.0, 24)));
+    int e;
+    std::frexp(a, &e);
+    int E = e - 1;
+    int m = int(std::floor((a / std::ldexp(1.0, E) - 1.0) * 1024.0));
+    return sign | uint16_t((E + 15) << 10) | uint16_t(m);
+}
+
+int64_t elem_bytes(int dt) { return dt == MLA_FLOAT64 ? 8 : dt == MLA_FLOAT32 ? 4 : 2; }
+
+const char *dt_name(int dt) {
+    switch (dt) {
+        case MLA_FLOAT32: return "f32";
+        case MLA_FLOAT64: return "f64";
+        case MLA_FLOAT16: return "f16";
+        case MLA_BFLOAT16: return "bf16";
+        default: return "?";
+    }
+}
+
+// A flat host buffer of one float type; set() stores a rounded value, get() reads it exactly.
+struct Buf {
+    int dt = MLA_FLOAT32;
+    std::vector<unsigned char> bytes;
+
+    Buf() = default;
+    Buf(int t, int64_t n) : dt(t), bytes(size_t(std::max<int64_t>(n, 1) * elem_bytes(t)), 0xff) {}
+    int64_t nbytes() const { return int64_t(bytes.size()); }
+    void set(int64_t i, double v) {
+        unsigned char *p = bytes.data() + i * elem_bytes(dt);
+        if (dt == MLA_FLOAT64) {
+            std::memcpy(p, &v, 8);
+        } else if (dt == MLA_FLOAT32) {
+            float f = float(v);
+            std::memcpy(p, &f, 4);
+        } else {
+            uint16_t h = dt == MLA_BFLOAT16 ? bf16_bits(v) : f16_bits(v);
+            std::memcpy(p, &h, 2);
+        }
+    }
+    double get(int64_t i) const {
+        const unsigned char *p = bytes.data() + i * elem_bytes(dt);
+        if (dt == MLA_FLOAT64) {
+            double v;
+            std::memcpy(&v, p, 8);
+            return v;
+        }
+        if (dt == MLA_FLOAT32) {
+            float f;
+            std::memcpy(&f, p, 4);
+            return f;
+        }
+        uint16_t h;
+        std::memcpy(&h, p, 2);
+        return dt == MLA_BFLOAT16 ? bf16_value(h) : f16_value(h);
+    }
+    bool poisoned(int64_t i) const {
+        for (int64_t k = 0; k < elem_bytes(dt); ++k)
+            if (bytes[size_t(i * elem_bytes(dt) + k)] != 0xff) return false;
+        return true;
+    }
+};
+
+// ---- device buffers -----------------------------------------------------------------------
+
+bool ok_or_report(mla_status st, const char *what) {
+    if (st == MLA_OK) return true;
+    report(false, "%s: status %d: %s", what, st, mla_last_error());
+    return false;
+}
+
+struct DevBuf {
+    void *ptr = nullptr;
+    int64_t bytes = 0;
+    DevBuf() = default;
+    DevBuf(const DevBuf &) = delete;
+    DevBuf &operator=(const DevBuf &) = delete;
+    ~DevBuf() { mla_cuda_free(ptr); }
+    bool alloc(int64_t n) {
+        bytes = n;
+        return ok_or_report(mla_cuda_malloc(&ptr, n), "mla_cuda_malloc");
+    }
+    bool upload(const void *src, int64_t n) {
+        return alloc(n) && ok_or_report(mla_cuda_memcpy(ptr, src, n, MLA_COPY_HOST_TO_DEVICE),
+                                        "mla_cuda_memcpy h2d");
+    }
+    bool download(void *dst) const {
+        return ok_or_report(mla_cuda_memcpy(dst, ptr, bytes, MLA_COPY_DEVICE_TO_HOST),
+                            "mla_cuda_memcpy d2h");
+    }
+};
+
+// ---- cases ----------------------------------------------------------------------------------
+
+enum SinkMode { kNoSink = 0, kFiniteSink = 1, kMixedSink = 2 };
+enum RotMode { kNoRot = 0, kRotFreq = 1, kRotTable = 2 };
+
+struct Case {
+    std::string name;
+    int dtype = MLA_BFLOAT16, cache_dtype = MLA_BFLOAT16;
+    int64_t s_q = 1, h_q = 128, h_kv = 1, d_qk = 576, d_v = 512, block_size = 64;
+    std::vector<int> seqlens;
+    bool causal = false;
+    int sink = kNoSink;
+    int rot = kNoRot;
+    int64_t pad = 8;        // extra elements between rows / heads / tokens (odd: misaligned)
+    double amp = 1.0;       // query amplitude (scores grow with it)
+};
+
+struct Outcome {
+    double rel = 0, lse_err = 0;
+    bool finite = true, lse_inf_ok = true, gaps_ok = true;
+};
+
+// Global ||out - ref|| / ||ref|| over all rows, max |lse - ref| over finite ones, infinities
+// matched exactly.
+void compare(const Buf &out, const std::vector<float> &lse, const std::vector<double> &ref_out,
+             const std::vector<double> &ref_lse, const std::vector<int64_t> &out_index,
+             int64_t d_v, Outcome *o) {
+    double num = 0, den = 0;
+    const int64_t rows = int64_t(ref_lse.size());
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < d_v; ++c) {
+            double g = out.get(out_index[size_t(r)] + c), e = ref_out[size_t(r * d_v + c)];
+            if (!std::isfinite(g)) o->finite = false;
+            num += (g - e) * (g - e);
+            den += e * e;
+        }
+        double gl = lse[size_t(r)], el = ref_lse[size_t(r)];
+        if (std::isinf(el) || std::isinf(gl)) {
+            if (gl != el) o->lse_inf_ok = false;
+        } else if (std::isnan(gl)) {
+            o->lse_inf_ok = false;
+        } else {
+            o->lse_err = std::max(o->lse_err, std::fabs(gl - el));
+        }
+    }
+    o->rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+struct Timer {
+    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+    double s() const {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+};
+
+double g_gpu_s = 0, g_cpu_s = 0, g_ref_s = 0;
+
+void run_case(const Case &cs, uint64_t seed, void *stream) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> uni(-1.0, 1.0);
+    const int64_t b = int64_t(cs.seqlens.size()), s_q = cs.s_q, h_q = cs.h_q, h_kv = cs.h_kv;
+    const int64_t d_qk = cs.d_qk, d_v = cs.d_v, bs = cs.block_size, group = h_q / h_kv;
+    const double qnan = std::nan("");
+
+    // Paged cache: blocks handed out in a shuffled order; spare blocks and the slots past each
+    // sequence are NaN; table entries past a request's last block are garbage ids.
+    int64_t max_blocks = 1, used_total = 0;
+    for (int len : cs.seqlens) {
+        int64_t used = (len + bs - 1) / bs;
+        max_blocks = std::max(max_blocks, used + 1);
+        used_total += used;
+    }
+    const int64_t num_blocks = used_total + 2;
+    const int64_t head_st = d_qk + cs.pad, token_st = h_kv * head_st + cs.pad;
+    const int64_t block_st = bs * token_st + cs.pad;
+    Buf cache(cs.cache_dtype, num_blocks * block_st);
+    for (int64_t i = 0; i < num_blocks * block_st; ++i) cache.set(i, qnan);
+    std::vector<int32_t> order(static_cast<size_t>(num_blocks));
+    for (int64_t i = 0; i < num_blocks; ++i) order[size_t(i)] = int32_t(i);
+    std::shuffle(order.begin(), order.end(), rng);
+    const int64_t table_st = max_blocks + 3;
+    std::vector<int32_t> table(size_t(b * table_st), -1);
+    size_t next = 0;
+    for (int64_t i = 0; i < b; ++i) {
+        const int64_t len = cs.seqlens[size_t(i)], used = (len + bs - 1) / bs;
+        for (int64_t k = 0; k < table_st; ++k)
+            table[size_t(i * table_st + k)] =
+                k < used ? order[next++] : (k % 2 ? int32_t(num_blocks + 1000) : -5);
+        for (int64_t t = 0; t < len; ++t)
+            for (int64_t h = 0; h < h_kv; ++h) {
+                const int64_t base = table[size_t(i * table_st + t / bs)] * block_st +
+                                     (t % bs) * token_st + h * head_st;
+                for (int64_t e = 0; e < d_qk; ++e) cache.set(base + e, uni(rng));
+            }
+    }
+    auto key_base = [&](int64_t i, int64_t t, int64_t kvh) {
+        return table[size_t(i * table_st + t / bs)] * block_st + (t % bs) * token_st + kvh * head_st;
+    };
+
+    // q [b, s_q, h_q, d_qk] and out [b, s_q, h_q, d_v] with padded strides.
+    const int64_t qs2 = d_qk + cs.pad, qs1 = h_q * qs2 + cs.pad, qs0 = s_q * qs1 + cs.pad;
+    Buf q(cs.dtype, b * qs0);
+    for (int64_t i = 0; i < b; ++i)
+        for (int64_t j = 0; j < s_q; ++j)
+            for (int64_t h = 0; h < h_q; ++h)
+                for (int64_t e = 0; e < d_qk; ++e)
+                    q.set(i * qs0 + j * qs1 + h * qs2 + e, cs.amp * uni(rng));
+    const int64_t os2 = d_v + cs.pad, os1 = h_q * os2 + cs.pad, os0 = s_q * os1 + cs.pad;
+    const int64_t out_elems = b * os0;
+    std::vector<int64_t> out_index;
+    for (int64_t i = 0; i < b; ++i)
+        for (int64_t j = 0; j < s_q; ++j)
+            for (int64_t h = 0; h < h_q; ++h) out_index.push_back(i * os0 + j * os1 + h * os2);
+
+    // Sinks: finite, or a mix of +inf, -inf and finite per head.
+    std::vector<float> sink(static_cast<size_t>(h_q));
+    for (int64_t h = 0; h < h_q; ++h) {
+        double v = 2.0 * uni(rng);
+        if (cs.sink == kMixedSink) v = h % 3 == 0 ? kInf : h % 3 == 1 ? -kInf : v;
+        sink[size_t(h)] = float(v);
+    }
+
+    // VVPA rotation of the last rope_dim dims: plain RoPE (interleaved) or tables (half-split).
+    const int rope_dim = d_v >= 64 ? 64 : 16;
+    const int64_t table_len = 9000;
+    std::vector<int32_t> positions(size_t(std::max<int64_t>(b * s_q, 1)));
+    for (auto &p : positions) p = int32_t(rng() % 8000);
+    std::vector<float> cos_t, sin_t;
+    mla_out_rotation rot;
+    std::memset(&rot, 0, sizeof rot);
+    if (cs.rot != kNoRot) {
+        rot.positions = positions.data();
+        rot.rope.rope_dim = rope_dim;
+        rot.rope.rope_offset = -1;
+        rot.rope.theta = 10000.0;
+        rot.rope.yarn_factor = 1.0;
+        rot.rope.style = cs.rot == kRotFreq ? MLA_ROPE_INTERLEAVED : MLA_ROPE_HALF_SPLIT;
+        if (cs.rot == kRotTable) {
+            cos_t.resize(size_t(table_len * rope_dim / 2));
+            sin_t.resize(cos_t.size());
+            for (int64_t p = 0; p < table_len; ++p)
+                for (int i = 0; i < rope_dim / 2; ++i) {
+                    double ang = double(p) * std::pow(500.0, -2.0 * i / rope_dim);
+                    cos_t[size_t(p * rope_dim / 2 + i)] = float(std::cos(ang));
+                    sin_t[size_t(p * rope_dim / 2 + i)] = float(std::sin(ang));
+                }
+            rot.rope.cos_table = cos_t.data();
+            rot.rope.sin_table = sin_t.data();
+            rot.rope.table_len = table_len;
+        }
+    }
+
+    const float scale = float(1.0 / std::sqrt(double(d_qk)));
+    std::vector<int32_t> seqlens(cs.seqlens.begin(), cs.seqlens.end());
+
+    // ---- float64 reference -------------------------------------------------------------------
+    Timer tref;
+    const int64_t rows = b * s_q * h_q;
+    std::vector<double> ref_out(size_t(rows * d_v), 0.0), ref_lse(size_t(rows), kInf);
+    {
+        std::vector<double> qrow(static_cast<size_t>(d_qk)), sc, acc(static_cast<size_t>(d_v));
+        for (int64_t i = 0; i < b; ++i) {
+            const int64_t len = cs.seqlens[size_t(i)];
+            for (int64_t j = 0; j < s_q; ++j) {
+                const int64_t hi = cs.causal ? std::min(len - 1, len - s_q + j) : len - 1;
+                for (int64_t h = 0; h < h_q; ++h) {
+                    const int64_t r = (i * s_q + j) * h_q + h, kvh = h / group;
+                    for (int64_t e = 0; e < d_qk; ++e) qrow[size_t(e)] = q.get(i * qs0 + j * qs1 + h * qs2 + e);
+                    if (hi < 0) continue;  // out 0, lse +inf
+                    sc.assign(size_t(hi + 1), 0.0);
+                    double mx = -kInf;
+                    for (int64_t t = 0; t <= hi; ++t) {
+                        const int64_t kb = key_base(i, t, kvh);
+                        double dot = 0;
+                        for (int64_t e = 0; e < d_qk; ++e) dot += qrow[size_t(e)] * cache.get(kb + e);
+                        sc[size_t(t)] = double(scale) * dot;
+                        mx = std::max(mx, sc[size_t(t)]);
+                    }
+                    double sum = 0;
+                    std::fill(acc.begin(), acc.end(), 0.0);
+                    for (int64_t t = 0; t <= hi; ++t) {
+                        const double w = std::exp(sc[size_t(t)] - mx);
+                        sum += w;
+                        const int64_t kb = key_base(i, t, kvh);
+                        for (int64_t c = 0; c < d_v; ++c) acc[size_t(c)] += w * cache.get(kb + c);
+                    }
+                    const double lse = mx + std::log(sum);
+                    double factor = 1.0 / sum;
+                    if (cs.sink != kNoSink) {
+                        const double s = sink[size_t(h)];
+                        factor = s == kInf ? 0.0 : s == -kInf ? factor : factor / (1.0 + std::exp(s - lse));
+                    }
+                    for (auto &x : acc) x *= factor;
+                    if (cs.rot != kNoRot) {
+                        const int64_t pos = positions[size_t(i * s_q + j)], start = d_v - rope_dim;
+                        for (int k = 0; k < rope_dim / 2; ++k) {
+                            double c, s;
+                            if (cs.rot == kRotTable) {
+                                c = cos_t[size_t(pos * rope_dim / 2 + k)];
+                                s = sin_t[size_t(pos * rope_dim / 2 + k)];
+                            } else {
+                                const double ang = double(pos) * std::pow(10000.0, -2.0 * k / rope_dim);
+                                c = std::cos(ang);
+                                s = std::sin(ang);
+                            }
+                            s = -s;
+                            const int64_t i0 = cs.rot == kRotFreq ? start + 2 * k : start + k;
+                            const int64_t i1 = cs.rot == kRotFreq ? i0 + 1 : i0 + rope_dim / 2;
+                            const double x0 = acc[size_t(i0)], x1 = acc[size_t(i1)];
+                            acc[size_t(i0)] = x0 * c - x1 * s;
+                            acc[size_t(i1)] = x0 * s + x1 * c;
+                        }
+                    }
+                    std::copy(acc.begin(), acc.end(), ref_out.begin() + r * d_v);
+                    ref_lse[size_t(r)] = lse;
+                }
+            }
+        }
+    }
+    g_ref_s += tref.s();
+
+    // ---- params (host pointers; the GPU call swaps in device pointers) -------------------------
+    mla_dense_decode_params p;
+    std::memset(&p, 0, sizeof p);
+    p.dtype = cs.dtype;
+    p.b = b;
+    p.s_q = s_q;
+    p.h_q = h_q;
+    p.d_qk = d_qk;
+    p.d_v = d_v;
+    p.q = q.bytes.data();
+    p.q_stride[0] = qs0;
+    p.q_stride[1] = qs1;
+    p.q_stride[2] = qs2;
+    p.cache.kind = MLA_CACHE_PLAIN;
+    p.cache.dtype = cs.cache_dtype;
+    p.cache.data = cache.bytes.data();
+    p.cache.num_blocks = num_blocks;
+    p.cache.block_size = bs;
+    p.cache.h_kv = h_kv;
+    p.cache.block_stride = block_st;
+    p.cache.token_stride = token_st;
+    p.cache.head_stride = head_st;
+    p.block_table = table.data();
+    p.max_blocks_per_seq = max_blocks;
+    p.block_table_stride = table_st;
+    p.cache_seqlens = seqlens.data();
+    p.softmax_scale = scale;
+    p.causal = cs.causal;
+    p.sink = cs.sink != kNoSink ? sink.data() : nullptr;
+    p.out_rotation = rot;
+    p.out_stride[0] = os0;
+    p.out_stride[1] = os1;
+    p.out_stride[2] = os2;
+
+    // ---- CPU path of the library --------------------------------------------------------------
+    Timer tcpu;
+    Buf out_cpu(cs.dtype, out_elems);
+    std::vector<float> lse_cpu(static_cast<size_t>(rows));
+    p.out = out_cpu.bytes.data();
+    p.lse = lse_cpu.data();
+    p.exec.device = -1;
+    mla_status st = mla_dense_decode(&p);
+    g_cpu_s += tcpu.s();
+    if (!ok_or_report(st, (cs.name + ": CPU mla_dense_decode").c_str())) return;
+
+    // ---- GPU ----------------------------------------------------------------------------------
+    Timer tgpu;
+    DevBuf dq, dcache, dtable, dlens, dsink, dpos, dcos, dsin, dout, dlse, dws;
+    if (!dq.upload(q.bytes.data(), q.nbytes()) ||
+        !dcache.upload(cache.bytes.data(), cache.nbytes()) ||
+        !dtable.upload(table.data(), int64_t(table.size() * 4)) ||
+        !dlens.upload(seqlens.data(), int64_t(std::max<size_t>(seqlens.size(), 1) * 4)) ||
+        !dsink.upload(sink.data(), h_q * 4) ||
+        !dpos.upload(positions.data(), int64_t(positions.size() * 4)) ||
+        !dout.alloc(int64_t(out_cpu.bytes.size())) || !dlse.alloc(rows * 4))
+        return;
+    if (cs.rot == kRotTable &&
+        (!dcos.upload(cos_t.data(), int64_t(cos_t.size() * 4)) ||
+         !dsin.upload(sin_t.data(), int64_t(sin_t.size() * 4))))
+        return;
+    // Poison: every byte 0xff (NaN in each float type).
+    if (!ok_or_report(mla_cuda_memset(dout.ptr, 0xff, dout.bytes), "memset out") ||
+        !ok_or_report(mla_cuda_memset(dlse.ptr, 0xff, dlse.bytes), "memset lse"))
+        return;
+    mla_dense_decode_params g = p;
+    g.q = dq.ptr;
+    g.cache.data = dcache.ptr;
+    g.block_table = static_cast<const int32_t *>(dtable.ptr);
+    g.cache_seqlens = static_cast<const int32_t *>(dlens.ptr);
+    g.sink = cs.sink != kNoSink ? static_cast<const float *>(dsink.ptr) : nullptr;
+    if (cs.rot != kNoRot) {
+        g.out_rotation.positions = static_cast<const int32_t *>(dpos.ptr);
+        if (cs.rot == kRotTable) {
+            g.out_rotation.rope.cos_table = static_cast<const float *>(dcos.ptr);
+            g.out_rotation.rope.sin_table = static_cast<const float *>(dsin.ptr);
+        }
+    }
+    g.out = dout.ptr;
+    g.lse = static_cast<float *>(dlse.ptr);
+    g.exec.device = 0;
+    g.exec.stream = stream;
+    const int64_t ws = mla_dense_decode_workspace_size(&g);
+    if (ws < 0) {
+        report(false, "%s: workspace query: %s", cs.name.c_str(), mla_last_error());
+        return;
+    }
+    if (ws > 0 && !dws.alloc(ws)) return;
+    if (ws > 0 && !ok_or_report(mla_cuda_memset(dws.ptr, 0xff, ws), "memset workspace")) return;
+    g.exec.workspace = dws.ptr;
+    g.exec.workspace_bytes = ws;
+    st = mla_dense_decode(&g);
+    if (!ok_or_report(st, (cs.name + ": GPU mla_dense_decode").c_str())) return;
+    if (!ok_or_report(mla_cuda_stream_synchronize(stream), (cs.name + ": stream sync").c_str()))
+        return;
+    Buf out_gpu(cs.dtype, out_elems);
+    std::vector<float> lse_gpu(static_cast<size_t>(rows));
+    if (!dout.download(out_gpu.bytes.data()) || !dlse.download(lse_gpu.data())) return;
+    g_gpu_s += tgpu.s();
+
+    // ---- judge ----------------------------------------------------------------------------------
+    const double tol = cs.dtype == MLA_BFLOAT16 || cs.dtype == MLA_FLOAT16 ? 1e-2 : 1e-3;
+    Outcome vs_ref, vs_cpu;
+    compare(out_gpu, lse_gpu, ref_out, ref_lse, out_index, d_v, &vs_ref);
+    std::vector<double> cpu_out(static_cast<size_t>(rows * d_v)), cpu_lse(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < d_v; ++c) cpu_out[size_t(r * d_v + c)] = out_cpu.get(out_index[size_t(r)] + c);
+        cpu_lse[size_t(r)] = lse_cpu[size_t(r)];
+    }
+    compare(out_gpu, lse_gpu, cpu_out, cpu_lse, out_index, d_v, &vs_cpu);
+    // Gaps of out untouched.
+    std::vector<char> inside(size_t(out_elems), 0);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < d_v; ++c) inside[size_t(out_index[size_t(r)] + c)] = 1;
+    bool gaps_ok = true;
+    for (int64_t i = 0; i < out_elems; ++i)
+        if (!inside[size_t(i)] && !out_gpu.poisoned(i)) gaps_ok = false;
+
+    const bool ok = vs_ref.finite && vs_ref.rel < tol && vs_cpu.rel < tol && vs_ref.lse_err < 1e-3 &&
+                    vs_cpu.lse_err < 1e-3 && vs_ref.lse_inf_ok && vs_cpu.lse_inf_ok && gaps_ok;
+    report(ok, "%s: rel err vs f64 %.3g, vs CPU %.3g (tol %.0e); lse err %.3g / %.3g; finite %d, "
+           "inf lse %d / %d, gaps untouched %d", cs.name.c_str(), vs_ref.rel, vs_cpu.rel, tol,
+           vs_ref.lse_err, vs_cpu.lse_err, int(vs_ref.finite), int(vs_ref.lse_inf_ok),
+           int(vs_cpu.lse_inf_ok), int(gaps_ok));
+    std::printf("  %-62s rel %.2e / %.2e  lse %.1e  %s\n", cs.name.c_str(), vs_ref.rel, vs_cpu.rel,
+                std::max(vs_ref.lse_err, vs_cpu.lse_err), ok ? "ok" : "FAILED");
+}
+
+std::string describe(const Case &c) {
+    std::string s = std::string(dt_name(c.dtype));
+    if (c.cache_dtype != c.dtype) s += "/cache " + std::string(dt_name(c.cache_dtype));
+    s += " " + std::to_string(c.d_qk) + "/" + std::to_string(c.d_v) + " h_q " +
+         std::to_string(c.h_q) + "/" + std::to_string(c.h_kv) + " bs " +
+         std::to_string(c.block_size) + " s_q " + std::to_string(c.s_q) + " b " +
+         std::to_string(c.seqlens.size());
+    if (c.causal) s += " causal";
+    if (c.sink == kFiniteSink) s += " sink";
+    if (c.sink == kMixedSink) s += " sink+-inf";
+    if (c.rot == kRotFreq) s += " vvpa";
+    if (c.rot == kRotTable) s += " vvpa-table";
+    if (c.pad % 8) s += " unaligned";
+    return s;
+}
+
+std::vector<Case> make_cases() {
+    std::vector<Case> cases;
+    // Corner sweep on the absorbed MLA shape: every h_q and block_size of ops.md section 8,
+    // s_q 1 / 2 / 4, causal, sinks, both rotations, zero and short sequences.
+    const int64_t hqs[] = {1, 3, 16, 63, 64, 128};
+    const int64_t bss[] = {1, 2, 61, 64, 256};
+    for (int k = 0; k < 10; ++k) {
+        Case c;
+        c.h_q = hqs[k % 6];
+        c.block_size = bss[k % 5];
+        c.s_q = k % 3 == 0 ? 1 : k % 3 == 1 ? 2 : 4;
+        c.causal = k % 2 == 1 || c.s_q == 4;
+        c.sink = k % 3;
+        c.rot = (k + 1) % 3;
+        c.dtype = c.cache_dtype = k % 4 == 3 ? MLA_FLOAT16 : MLA_BFLOAT16;
+        c.seqlens = {int(37 + 29 * k), 0, int(c.s_q) - 1, 1, 300 + 11 * k};
+        cases.push_back(c);
+    }
+    // Long, uneven sequences: the schedule splits units across many CTAs.
+    {
+        Case c;
+        c.seqlens = {5000, 17, 2600, 0, 700};
+        c.s_q = 2;
+        c.causal = true;
+        c.rot = kRotTable;
+        c.sink = kFiniteSink;
+        cases.push_back(c);
+        Case d;
+        d.seqlens = {9000};
+        d.h_q = 64;
+        d.amp = 3.0;
+        cases.push_back(d);
+    }
+    // Many requests: units finished inside one CTA next to split ones.
+    {
+        Case c;
+        std::mt19937 r(7);
+        for (int i = 0; i < 48; ++i) c.seqlens.push_back(int(r() % 700));
+        c.s_q = 2;
+        c.causal = true;
+        c.h_q = 128;
+        c.block_size = 64;
+        c.sink = kMixedSink;
+        cases.push_back(c);
+    }
+    // Every request empty.
+    {
+        Case c;
+        c.seqlens = {0, 0, 0};
+        c.s_q = 2;
+        c.sink = kFiniteSink;
+        cases.push_back(c);
+    }
+    // Grouped heads and other head dims (value tiers 64, 128, 256).
+    {
+        Case c;
+        c.h_q = 16;
+        c.h_kv = 4;
+        c.d_qk = 128;
+        c.d_v = 128;
+        c.block_size = 16;
+        c.s_q = 2;
+        c.causal = true;
+        c.dtype = c.cache_dtype = MLA_FLOAT16;
+        c.seqlens = {1000, 3, 0, 250};
+        c.rot = kRotFreq;
+        cases.push_back(c);
+        Case d;
+        d.h_q = 24;
+        d.h_kv = 8;
+        d.d_qk = 64;
+        d.d_v = 48;
+        d.block_size = 61;
+        d.s_q = 4;
+        d.causal = true;
+        d.seqlens = {500, 4, 3, 130};
+        d.sink = kMixedSink;
+        cases.push_back(d);
+        Case e;
+        e.h_q = 32;
+        e.h_kv = 2;
+        e.d_qk = 192;
+        e.d_v = 128;
+        e.block_size = 32;
+        e.seqlens = {777, 64, 1};
+        e.rot = kRotTable;
+        cases.push_back(e);
+        Case f;
+        f.h_q = 8;
+        f.h_kv = 1;
+        f.d_qk = 256;
+        f.d_v = 256;
+        f.block_size = 2;
+        f.seqlens = {333, 90};
+        f.s_q = 3;
+        f.causal = true;
+        cases.push_back(f);
+    }
+    // The CUDA-core kernel: float32 / float64 queries, a cache dtype other than q's, misaligned
+    // rows, dims that are not multiples of 16.
+    {
+        Case c;
+        c.dtype = c.cache_dtype = MLA_FLOAT32;
+        c.h_q = 16;
+        c.seqlens = {300, 0, 45};
+        c.s_q = 2;
+        c.causal = true;
+        c.sink = kMixedSink;
+        c.rot = kRotFreq;
+        cases.push_back(c);
+        Case d = c;
+        d.dtype = d.cache_dtype = MLA_FLOAT64;
+        d.d_qk = 72;
+        d.d_v = 40;
+        d.block_size = 7;
+        d.rot = kRotTable;
+        cases.push_back(d);
+        Case e;
+        e.dtype = MLA_BFLOAT16;
+        e.cache_dtype = MLA_FLOAT32;
+        e.h_q = 16;
+        e.seqlens = {200, 3};
+        cases.push_back(e);
+        Case f;
+        f.pad = 3;
+        f.h_q = 16;
+        f.seqlens = {120, 64};
+        f.sink = kFiniteSink;
+        cases.push_back(f);
+        Case g;
+        g.d_qk = 40;
+        g.d_v = 24;
+        g.h_q = 4;
+        g.seqlens = {90, 1};
+        cases.push_back(g);
+    }
+    for (auto &c : cases) c.name = describe(c);
+    return cases;
+}
+
+// Refusals: an FP8 cache, and a workspace that is too small.
+void test_refusals(void *stream) {
+    mla_dense_decode_params p;
+    std::memset(&p, 0, sizeof p);
+    static char dummy[64];
+    p.dtype = MLA_BFLOAT16;
+    p.b = 1;
+    p.s_q = 1;
+    p.h_q = 16;
+    p.d_qk = 576;
+    p.d_v = 512;
+    p.q = dummy;
+    p.cache.kind = MLA_CACHE_V32;
+    p.cache.data = dummy;
+    p.cache.num_blocks = 1;
+    p.cache.block_size = 64;
+    p.cache.h_kv = 1;
+    p.block_table = reinterpret_cast<const int32_t *>(dummy);
+    p.max_blocks_per_seq = 1;
+    p.block_table_stride = 1;
+    p.cache_seqlens = reinterpret_cast<const int32_t *>(dummy);
+    p.softmax_scale = 0.04f;
+    p.out = dummy;
+    p.lse = reinterpret_cast<float *>(dummy);
+    p.exec.device = 0;
+    p.exec.stream = stream;
+    mla_status st = mla_dense_decode(&p);
+    report(st == MLA_ERR_UNSUPPORTED, "FP8 V32 cache on the GPU: expected MLA_ERR_UNSUPPORTED, "
+           "got %d (%s)", st, mla_last_error());
+
+    DevBuf dq, dc;
+    if (!dq.alloc(1 << 16) || !dc.alloc(1 << 20)) return;
+    p.cache.kind = MLA_CACHE_PLAIN;
+    p.cache.dtype = MLA_BFLOAT16;
+    p.cache.data = dc.ptr;
+    p.cache.token_stride = 576;
+    p.cache.block_stride = 64 * 576;
+    p.cache.head_stride = 576;
+    p.q = dq.ptr;
+    p.q_stride[0] = p.q_stride[1] = 16 * 576;
+    p.q_stride[2] = 576;
+    p.out = dq.ptr;
+    p.out_stride[0] = p.out_stride[1] = 16 * 512;
+    p.out_stride[2] = 512;
+    const int64_t ws = mla_dense_decode_workspace_size(&p);
+    report(ws > 0, "workspace query for a bf16 576/512 call: expected > 0, got %lld (%s)",
+           (long long)ws, mla_last_error());
+    p.exec.workspace = dc.ptr;
+    p.exec.workspace_bytes = ws - 1;
+    st = mla_dense_decode(&p);
+    report(st == MLA_ERR_INVALID_ARGUMENT, "workspace one byte short: expected "
+           "MLA_ERR_INVALID_ARGUMENT, got %d (%s)", st, mla_last_error());
+}
+
+}  // namespace
+
+int main() {
+    const std::vector<Case> cases = make_cases();
+    const int n_tests = int(cases.size()) + 3;
+    if (mla_cuda_device_count() == 0) {
+        std::printf("test_gpu_dense_decode: no CUDA device (%s)\n", mla_build_targets());
+        std::printf("0 passed, 0 failed, %d skipped\n", n_tests);
+        return 0;
+    }
+    mla_cuda_device_info info;
+    if (mla_cuda_device_info_get(0, &info) == MLA_OK)
+        std::printf("test_gpu_dense_decode on %s (sm_%d%d, %d SMs)\n", info.name, info.major,
+                    info.minor, info.multiprocessors);
+    if (mla_cuda_set_device(0) != MLA_OK) {
+        std::printf("FAIL: mla_cuda_set_device(0): %s\n0 passed, 1 failed\n", mla_last_error());
+        return 1;
+    }
+    void *stream = nullptr;
+    if (mla_cuda_stream_create(&stream) != MLA_OK) {
+        std::printf("FAIL: mla_cuda_stream_create: %s\n0 passed, 1 failed\n", mla_last_error());
+        return 1;
+    }
+    Timer total;
+    uint64_t seed = 1000;
+    for (const Case &c : cases) run_case(c, seed++, stream);
+    test_refusals(stream);
+    mla_cuda_stream_destroy(stream);
+    std::printf("time: %.1f s (f64 reference %.1f s, CPU path %.1f s, GPU incl. copies %.1f s)\n",
+                total.s(), g_ref_s, g_cpu_s, g_gpu_s);
+    std::printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}
