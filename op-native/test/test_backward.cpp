@@ -59,6 +59,31 @@ double from_bf16(uint16_t h) {
     return f;
 }
 
+// float16, round to nearest even (NaN kept, overflow to inf).
+uint16_t to_f16(double x) {
+    float f = float(x);
+    if (std::isnan(f)) return 0x7e00;
+    uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+    double a = std::fabs(double(f));
+    if (a >= 65520.0) return uint16_t(sign | 0x7c00);
+    if (a < std::ldexp(1.0, -14)) return uint16_t(sign | int(std::nearbyint(std::ldexp(a, 24))));
+    int e;
+    std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+    int exponent = e - 1;
+    int mant = int(std::nearbyint((std::ldexp(a, -exponent) - 1.0) * 1024.0));
+    if (mant == 1024) mant = 0, ++exponent;
+    if (exponent > 15) return uint16_t(sign | 0x7c00);
+    return uint16_t(sign | ((exponent + 15) << 10) | mant);
+}
+
+double from_f16(uint16_t h) {
+    int exponent = (h >> 10) & 31, mant = h & 1023;
+    double v = exponent == 0    ? std::ldexp(double(mant), -24)
+               : exponent == 31 ? (mant ? std::nan("") : kInf)
+                                : std::ldexp(1.0 + mant / 1024.0, exponent - 15);
+    return (h & 0x8000) ? -v : v;
+}
+
 int64_t elem_size(int32_t dt) { return dt == MLA_FLOAT64 ? 8 : dt == MLA_FLOAT32 ? 4 : 2; }
 
 // A typed buffer: `n` elements, then a guard of kGuard elements that must stay untouched.
@@ -86,7 +111,7 @@ struct Buf {
             float f = float(x);
             std::memcpy(p, &f, 4);
         } else {
-            uint16_t h = to_bf16(x);
+            uint16_t h = dtype == MLA_FLOAT16 ? to_f16(x) : to_bf16(x);
             std::memcpy(p, &h, 2);
         }
     }
@@ -104,7 +129,7 @@ struct Buf {
         }
         uint16_t h;
         std::memcpy(&h, p, 2);
-        return from_bf16(h);
+        return dtype == MLA_FLOAT16 ? from_f16(h) : from_bf16(h);
     }
     std::vector<double> values() const {
         std::vector<double> v(static_cast<size_t>(n));
@@ -128,6 +153,7 @@ void round_to(int32_t dt, std::vector<double> &v) {
     for (double &x : v) {
         if (dt == MLA_FLOAT32) x = double(float(x));
         if (dt == MLA_BFLOAT16) x = from_bf16(to_bf16(x));
+        if (dt == MLA_FLOAT16) x = from_f16(to_f16(x));
     }
 }
 
@@ -771,6 +797,18 @@ void dense_tests() {
         dense_case_typed(c, 14, o, 1e-2);
     }
     {
+        Dense c;
+        c.name = "dense float16 varlen, window, sink, grouped";
+        c.b = 2, c.h_q = 4, c.h_kv = 2, c.d_qk = 16, c.d_v = 12;
+        c.cu_q = {0, 30, 75};
+        c.cu_k = {0, 41, 120};
+        c.causal = true, c.window = 25;
+        c.sink = {0.5f, -0.5f, 1.0f, -kInf};
+        CallOpts o;
+        o.dtype = MLA_FLOAT16;
+        dense_case_typed(c, 19, o, 5e-3);
+    }
+    {
         // Same inputs, different thread counts: bit-identical gradients.
         Dense c;
         c.name = "dense determinism across thread counts";
@@ -1176,6 +1214,16 @@ void sparse_tests() {
         CallOpts o;
         o.dtype = MLA_BFLOAT16;
         sparse_case(c, 26, o, 1e-2, false);
+    }
+    {
+        Sparse c;
+        c.name = "sparse float16 grouped, VVPA, sink";
+        c.s_q = 25, c.s_kv = 30, c.h_q = 8, c.h_kv = 2, c.d_qk = 24, c.d_v = 16, c.topk = 10;
+        c.sink = {0.5f, -0.5f, 1.0f, 0.0f, 0.2f, 0.3f, -2.0f, 1.1f};
+        c.rot.rope_dim = 8;
+        CallOpts o;
+        o.dtype = MLA_FLOAT16;
+        sparse_case(c, 29, o, 5e-3, false);
     }
     {
         Sparse c;

@@ -16,8 +16,8 @@ double correction_dim(double num_rotations, int64_t dim, double base, double max
 }  // namespace
 
 mla_status check_rope(const mla_rope &r, int64_t d, const char *op, const char *arg) {
-    MLA_REQUIRE(r.rope_dim > 0 && r.rope_dim % 2 == 0,
-                "%s: %s.rope_dim must be a positive even number, got %d", op, arg, r.rope_dim);
+    MLA_REQUIRE(r.rope_dim > 0 && r.rope_dim % 2 == 0 && r.rope_dim <= 1024,
+                "%s: %s.rope_dim must be a positive even number <= 1024, got %d", op, arg, r.rope_dim);
     int64_t start = rope_start(r, d);
     MLA_REQUIRE(start >= 0 && start + r.rope_dim <= d,
                 "%s: %s rotates dims [%lld, %lld) but rows have %lld dims", op, arg,
