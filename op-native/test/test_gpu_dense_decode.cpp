@@ -7,6 +7,7 @@
 #include <mla/mla.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdarg>
@@ -16,6 +17,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -185,10 +187,11 @@ struct Outcome {
 };
 
 // Global ||out - ref|| / ||ref|| over all rows, max |lse - ref| over finite ones, infinities
-// matched exactly.
+// matched exactly. Row r = (request * s_q + query) * h_q + head is out_index[r] in out and
+// lse_index[r] in the lse arrays ([b, h_q, s_q]).
 void compare(const Buf &out, const std::vector<float> &lse, const std::vector<double> &ref_out,
              const std::vector<double> &ref_lse, const std::vector<int64_t> &out_index,
-             int64_t d_v, Outcome *o) {
+             const std::vector<int64_t> &lse_index, int64_t d_v, Outcome *o) {
     double num = 0, den = 0;
     const int64_t rows = int64_t(ref_lse.size());
     for (int64_t r = 0; r < rows; ++r) {
@@ -198,7 +201,7 @@ void compare(const Buf &out, const std::vector<float> &lse, const std::vector<do
             num += (g - e) * (g - e);
             den += e * e;
         }
-        double gl = lse[size_t(r)], el = ref_lse[size_t(r)];
+        double gl = lse[size_t(lse_index[size_t(r)])], el = ref_lse[size_t(lse_index[size_t(r)])];
         if (std::isinf(el) || std::isinf(gl)) {
             if (gl != el) o->lse_inf_ok = false;
         } else if (std::isnan(gl)) {
@@ -271,10 +274,13 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
                     q.set(i * qs0 + j * qs1 + h * qs2 + e, cs.amp * uni(rng));
     const int64_t os2 = d_v + cs.pad, os1 = h_q * os2 + cs.pad, os0 = s_q * os1 + cs.pad;
     const int64_t out_elems = b * os0;
-    std::vector<int64_t> out_index;
+    std::vector<int64_t> out_index, lse_index;
     for (int64_t i = 0; i < b; ++i)
         for (int64_t j = 0; j < s_q; ++j)
-            for (int64_t h = 0; h < h_q; ++h) out_index.push_back(i * os0 + j * os1 + h * os2);
+            for (int64_t h = 0; h < h_q; ++h) {
+                out_index.push_back(i * os0 + j * os1 + h * os2);
+                lse_index.push_back((i * h_q + h) * s_q + j);
+            }
 
     // Sinks: finite, or a mix of +inf, -inf and finite per head.
     std::vector<float> sink(static_cast<size_t>(h_q));
@@ -317,69 +323,74 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
     const float scale = float(1.0 / std::sqrt(double(d_qk)));
     std::vector<int32_t> seqlens(cs.seqlens.begin(), cs.seqlens.end());
 
-    // ---- float64 reference -------------------------------------------------------------------
+    // ---- float64 reference (rows spread over the host's cores) -------------------------------
     Timer tref;
     const int64_t rows = b * s_q * h_q;
-    std::vector<double> ref_out(size_t(rows * d_v), 0.0), ref_lse(size_t(rows), kInf);
-    {
-        std::vector<double> qrow(static_cast<size_t>(d_qk)), sc, acc(static_cast<size_t>(d_v));
-        for (int64_t i = 0; i < b; ++i) {
-            const int64_t len = cs.seqlens[size_t(i)];
-            for (int64_t j = 0; j < s_q; ++j) {
-                const int64_t hi = cs.causal ? std::min(len - 1, len - s_q + j) : len - 1;
-                for (int64_t h = 0; h < h_q; ++h) {
-                    const int64_t r = (i * s_q + j) * h_q + h, kvh = h / group;
-                    for (int64_t e = 0; e < d_qk; ++e) qrow[size_t(e)] = q.get(i * qs0 + j * qs1 + h * qs2 + e);
-                    if (hi < 0) continue;  // out 0, lse +inf
-                    sc.assign(size_t(hi + 1), 0.0);
-                    double mx = -kInf;
-                    for (int64_t t = 0; t <= hi; ++t) {
-                        const int64_t kb = key_base(i, t, kvh);
-                        double dot = 0;
-                        for (int64_t e = 0; e < d_qk; ++e) dot += qrow[size_t(e)] * cache.get(kb + e);
-                        sc[size_t(t)] = double(scale) * dot;
-                        mx = std::max(mx, sc[size_t(t)]);
-                    }
-                    double sum = 0;
-                    std::fill(acc.begin(), acc.end(), 0.0);
-                    for (int64_t t = 0; t <= hi; ++t) {
-                        const double w = std::exp(sc[size_t(t)] - mx);
-                        sum += w;
-                        const int64_t kb = key_base(i, t, kvh);
-                        for (int64_t c = 0; c < d_v; ++c) acc[size_t(c)] += w * cache.get(kb + c);
-                    }
-                    const double lse = mx + std::log(sum);
-                    double factor = 1.0 / sum;
-                    if (cs.sink != kNoSink) {
-                        const double s = sink[size_t(h)];
-                        factor = s == kInf ? 0.0 : s == -kInf ? factor : factor / (1.0 + std::exp(s - lse));
-                    }
-                    for (auto &x : acc) x *= factor;
-                    if (cs.rot != kNoRot) {
-                        const int64_t pos = positions[size_t(i * s_q + j)], start = d_v - rope_dim;
-                        for (int k = 0; k < rope_dim / 2; ++k) {
-                            double c, s;
-                            if (cs.rot == kRotTable) {
-                                c = cos_t[size_t(pos * rope_dim / 2 + k)];
-                                s = sin_t[size_t(pos * rope_dim / 2 + k)];
-                            } else {
-                                const double ang = double(pos) * std::pow(10000.0, -2.0 * k / rope_dim);
-                                c = std::cos(ang);
-                                s = std::sin(ang);
-                            }
-                            s = -s;
-                            const int64_t i0 = cs.rot == kRotFreq ? start + 2 * k : start + k;
-                            const int64_t i1 = cs.rot == kRotFreq ? i0 + 1 : i0 + rope_dim / 2;
-                            const double x0 = acc[size_t(i0)], x1 = acc[size_t(i1)];
-                            acc[size_t(i0)] = x0 * c - x1 * s;
-                            acc[size_t(i1)] = x0 * s + x1 * c;
-                        }
-                    }
-                    std::copy(acc.begin(), acc.end(), ref_out.begin() + r * d_v);
-                    ref_lse[size_t(r)] = lse;
+    std::vector<double> ref_out(static_cast<size_t>(rows * d_v), 0.0);
+    std::vector<double> ref_lse(static_cast<size_t>(rows), kInf);
+    auto reference_row = [&](int64_t r, std::vector<double> &sc, std::vector<double> &acc) {
+        const int64_t i = r / (s_q * h_q), j = (r / h_q) % s_q, h = r % h_q, kvh = h / group;
+        const int64_t len = cs.seqlens[size_t(i)];
+        const int64_t hi = cs.causal ? std::min(len - 1, len - s_q + j) : len - 1;
+        if (hi < 0) return;  // out 0, lse +inf
+        const int64_t qb = i * qs0 + j * qs1 + h * qs2;
+        sc.assign(size_t(hi + 1), 0.0);
+        double mx = -kInf;
+        for (int64_t t = 0; t <= hi; ++t) {
+            const int64_t kb = key_base(i, t, kvh);
+            double dot = 0;
+            for (int64_t e = 0; e < d_qk; ++e) dot += q.get(qb + e) * cache.get(kb + e);
+            sc[size_t(t)] = double(scale) * dot;
+            mx = std::max(mx, sc[size_t(t)]);
+        }
+        double sum = 0;
+        acc.assign(size_t(d_v), 0.0);
+        for (int64_t t = 0; t <= hi; ++t) {
+            const double w = std::exp(sc[size_t(t)] - mx);
+            sum += w;
+            const int64_t kb = key_base(i, t, kvh);
+            for (int64_t c = 0; c < d_v; ++c) acc[size_t(c)] += w * cache.get(kb + c);
+        }
+        const double lse = mx + std::log(sum);
+        double factor = 1.0 / sum;
+        if (cs.sink != kNoSink) {
+            const double s = sink[size_t(h)];
+            factor = s == kInf ? 0.0 : s == -kInf ? factor : factor / (1.0 + std::exp(s - lse));
+        }
+        for (auto &x : acc) x *= factor;
+        if (cs.rot != kNoRot) {
+            const int64_t pos = positions[size_t(i * s_q + j)], start = d_v - rope_dim;
+            for (int k = 0; k < rope_dim / 2; ++k) {
+                double c, s;
+                if (cs.rot == kRotTable) {
+                    c = cos_t[size_t(pos * rope_dim / 2 + k)];
+                    s = sin_t[size_t(pos * rope_dim / 2 + k)];
+                } else {
+                    const double ang = double(pos) * std::pow(10000.0, -2.0 * k / rope_dim);
+                    c = std::cos(ang);
+                    s = std::sin(ang);
                 }
+                s = -s;
+                const int64_t i0 = cs.rot == kRotFreq ? start + 2 * k : start + k;
+                const int64_t i1 = cs.rot == kRotFreq ? i0 + 1 : i0 + rope_dim / 2;
+                const double x0 = acc[size_t(i0)], x1 = acc[size_t(i1)];
+                acc[size_t(i0)] = x0 * c - x1 * s;
+                acc[size_t(i1)] = x0 * s + x1 * c;
             }
         }
+        std::copy(acc.begin(), acc.end(), ref_out.begin() + r * d_v);
+        ref_lse[size_t((i * h_q + h) * s_q + j)] = lse;  // lse is [b, h_q, s_q]
+    };
+    {
+        const int n_threads = int(std::max(1u, std::min(16u, std::thread::hardware_concurrency())));
+        std::atomic<int64_t> next_row(0);
+        std::vector<std::thread> pool;
+        for (int w = 0; w < n_threads; ++w)
+            pool.emplace_back([&] {
+                std::vector<double> sc, acc;
+                for (int64_t r; (r = next_row.fetch_add(1)) < rows;) reference_row(r, sc, acc);
+            });
+        for (auto &th : pool) th.join();
     }
     g_ref_s += tref.s();
 
@@ -485,13 +496,13 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
     // ---- judge ----------------------------------------------------------------------------------
     const double tol = cs.dtype == MLA_BFLOAT16 || cs.dtype == MLA_FLOAT16 ? 1e-2 : 1e-3;
     Outcome vs_ref, vs_cpu;
-    compare(out_gpu, lse_gpu, ref_out, ref_lse, out_index, d_v, &vs_ref);
+    compare(out_gpu, lse_gpu, ref_out, ref_lse, out_index, lse_index, d_v, &vs_ref);
     std::vector<double> cpu_out(static_cast<size_t>(rows * d_v)), cpu_lse(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < d_v; ++c) cpu_out[size_t(r * d_v + c)] = out_cpu.get(out_index[size_t(r)] + c);
-        cpu_lse[size_t(r)] = lse_cpu[size_t(r)];
+        cpu_lse[size_t(r)] = lse_cpu[size_t(r)];  // both [b, h_q, s_q]
     }
-    compare(out_gpu, lse_gpu, cpu_out, cpu_lse, out_index, d_v, &vs_cpu);
+    compare(out_gpu, lse_gpu, cpu_out, cpu_lse, out_index, lse_index, d_v, &vs_cpu);
     // Gaps of out untouched.
     std::vector<char> inside(size_t(out_elems), 0);
     for (int64_t r = 0; r < rows; ++r)

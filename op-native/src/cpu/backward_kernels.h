@@ -71,6 +71,17 @@ MLA_BWD_INLINE void store_vec(T *p, const V &v) {
     __builtin_memcpy(p, &v, sizeof v);
 }
 
+// a += x * y on vectors (madd) and scalars (madd_scalar).
+template <int VB, typename T, typename V>
+MLA_BWD_INLINE void madd(V &a, const V &x, const V &y) {
+    a += x * y;
+}
+
+template <int VB, typename T>
+MLA_BWD_INLINE void madd_scalar(T &a, T x, T y) {
+    a += x * y;
+}
+
 // out[j] = a . b[j] over k dims, for j in [j0, j1). Four rows of b at a time share each load
 // of a; two vectors per row keep eight independent sums in flight.
 template <typename T, int VB>
@@ -90,15 +101,15 @@ MLA_BWD_INLINE void row_dots_impl(const T *a, const T *const *b, int64_t j0, int
             for (int c = 0; c < 4; ++c) {
                 load_vec(y0, rows[c] + i);
                 load_vec(y1, rows[c] + i + V);
-                acc[c][0] += x0 * y0;
-                acc[c][1] += x1 * y1;
+                madd<VB, T>(acc[c][0], x0, y0);
+                madd<VB, T>(acc[c][1], x1, y1);
             }
         }
         for (int c = 0; c < 4; ++c) {
             vec v = acc[c][0] + acc[c][1];
             T s = 0;
             for (int l = 0; l < V; ++l) s += v[l];
-            for (int64_t t = i; t < k; ++t) s += a[t] * rows[c][t];
+            for (int64_t t = i; t < k; ++t) madd_scalar<VB>(s, a[t], rows[c][t]);
             out[j + c] = s;
         }
     }
@@ -112,13 +123,13 @@ MLA_BWD_INLINE void row_dots_impl(const T *a, const T *const *b, int64_t j0, int
             load_vec(x1, a + i + V);
             load_vec(y0, row + i);
             load_vec(y1, row + i + V);
-            acc[0] += x0 * y0;
-            acc[1] += x1 * y1;
+            madd<VB, T>(acc[0], x0, y0);
+            madd<VB, T>(acc[1], x1, y1);
         }
         vec v = acc[0] + acc[1];
         T s = 0;
         for (int l = 0; l < V; ++l) s += v[l];
-        for (; i < k; ++i) s += a[i] * row[i];
+        for (; i < k; ++i) madd_scalar<VB>(s, a[i], row[i]);
         out[j] = s;
     }
 }
@@ -135,11 +146,11 @@ MLA_BWD_INLINE void row_accumulate_impl(T *acc, const T *w, const T *const *b, i
         vec a[U], y;
         for (int u = 0; u < U; ++u) load_vec(a[u], acc + c + u * V);
         for (int64_t j = j0; j < j1; ++j) {
-            const T wj = w[j];
+            const vec wj = vec{} + w[j];
             const T *row = b[j] + c;
             for (int u = 0; u < U; ++u) {
                 load_vec(y, row + u * V);
-                a[u] += wj * y;
+                madd<VB, T>(a[u], wj, y);
             }
         }
         for (int u = 0; u < U; ++u) store_vec(acc + c + u * V, a[u]);
@@ -149,13 +160,13 @@ MLA_BWD_INLINE void row_accumulate_impl(T *acc, const T *w, const T *const *b, i
         load_vec(a, acc + c);
         for (int64_t j = j0; j < j1; ++j) {
             load_vec(y, b[j] + c);
-            a += w[j] * y;
+            madd<VB, T>(a, vec{} + w[j], y);
         }
         store_vec(acc + c, a);
     }
     for (; c < d; ++c) {
         T s = acc[c];
-        for (int64_t j = j0; j < j1; ++j) s += w[j] * b[j][c];
+        for (int64_t j = j0; j < j1; ++j) madd_scalar<VB>(s, w[j], b[j][c]);
         acc[c] = s;
     }
 }
@@ -179,22 +190,23 @@ MLA_BWD_INLINE void rows4_dots_impl(const T *const *a, const T *const *b, int64_
             load_vec(y1, keys[1] + i);
             for (int r = 0; r < 4; ++r) {
                 load_vec(x, a[r] + i);
-                acc[r][0] += x * y0;
-                acc[r][1] += x * y1;
+                madd<VB, T>(acc[r][0], x, y0);
+                madd<VB, T>(acc[r][1], x, y1);
             }
         }
         for (int r = 0; r < 4; ++r)
             for (int c = 0; c < nk; ++c) {
                 T s = 0;
                 for (int l = 0; l < V; ++l) s += acc[r][c][l];
-                for (int64_t t = i; t < k; ++t) s += a[r][t] * keys[c][t];
+                for (int64_t t = i; t < k; ++t) madd_scalar<VB>(s, a[r][t], keys[c][t]);
                 out[r][j + c] = s;
             }
     }
 }
 
 // Four accumulator rows at once: acc[r][c] += sum_j w[r][j] * b[j][c] for r < 4, c < d,
-// j in [j0, j1). Each load of a row of b feeds the four accumulators.
+// j in [j0, j1). Each load of a row of b feeds the four accumulators. Every element gets the
+// same operations as from row_accumulate.
 template <typename T, int VB>
 MLA_BWD_INLINE void rows4_accumulate_impl(T *const *acc, const T *const *w, const T *const *b,
                                           int64_t j0, int64_t j1, int64_t d) {
@@ -208,28 +220,26 @@ MLA_BWD_INLINE void rows4_accumulate_impl(T *const *acc, const T *const *w, cons
         for (int64_t j = j0; j < j1; ++j) {
             for (int u = 0; u < U; ++u) load_vec(y[u], b[j] + c + u * V);
             for (int r = 0; r < 4; ++r) {
-                const T wj = w[r][j];
-                for (int u = 0; u < U; ++u) a[r][u] += wj * y[u];
+                const vec wj = vec{} + w[r][j];
+                for (int u = 0; u < U; ++u) madd<VB, T>(a[r][u], wj, y[u]);
             }
         }
         for (int r = 0; r < 4; ++r)
             for (int u = 0; u < U; ++u) store_vec(acc[r] + c + u * V, a[r][u]);
     }
-    // The same split into vector and scalar elements as row_accumulate: each element gets the
-    // same operations from either kernel (the sparse scatter relies on it for determinism).
     for (; c + V <= d; c += V) {
         vec a[4], y;
         for (int r = 0; r < 4; ++r) load_vec(a[r], acc[r] + c);
         for (int64_t j = j0; j < j1; ++j) {
             load_vec(y, b[j] + c);
-            for (int r = 0; r < 4; ++r) a[r] += w[r][j] * y;
+            for (int r = 0; r < 4; ++r) madd<VB, T>(a[r], vec{} + w[r][j], y);
         }
         for (int r = 0; r < 4; ++r) store_vec(acc[r] + c, a[r]);
     }
     for (; c < d; ++c)
         for (int r = 0; r < 4; ++r) {
             T s = acc[r][c];
-            for (int64_t j = j0; j < j1; ++j) s += w[r][j] * b[j][c];
+            for (int64_t j = j0; j < j1; ++j) madd_scalar<VB>(s, w[r][j], b[j][c]);
             acc[r][c] = s;
         }
 }

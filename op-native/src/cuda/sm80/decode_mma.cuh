@@ -337,6 +337,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 sc.part_lse[slot * kBlockRows + row1] = lse[1];
             }
         }
+        if (!complete) __syncthreads();  // s_l is rewritten by the next unit's epilogue
     }
 }
 
