@@ -439,8 +439,7 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
     g_cpu_s += tcpu.s();
     if (!ok_or_report(st, (cs.name + ": CPU mla_dense_decode").c_str())) return;
 
-    // ---- GPU ----------------------------------------------------------------------------------
-    Timer tgpu;
+    // ---- GPU: device copies once, then one call per kernel cap -------------------------------
     DevBuf dq, dcache, dtable, dlens, dsink, dpos, dcos, dsin, dout, dlse, dws;
     if (!dq.upload(q.bytes.data(), q.nbytes()) ||
         !dcache.upload(cache.bytes.data(), cache.nbytes()) ||
@@ -453,10 +452,6 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
     if (cs.rot == kRotTable &&
         (!dcos.upload(cos_t.data(), int64_t(cos_t.size() * 4)) ||
          !dsin.upload(sin_t.data(), int64_t(sin_t.size() * 4))))
-        return;
-    // Poison: every byte 0xff (NaN in each float type).
-    if (!ok_or_report(mla_cuda_memset(dout.ptr, 0xff, dout.bytes), "memset out") ||
-        !ok_or_report(mla_cuda_memset(dlse.ptr, 0xff, dlse.bytes), "memset lse"))
         return;
     mla_dense_decode_params g = p;
     g.q = dq.ptr;
@@ -481,44 +476,59 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
         return;
     }
     if (ws > 0 && !dws.alloc(ws)) return;
-    if (ws > 0 && !ok_or_report(mla_cuda_memset(dws.ptr, 0xff, ws), "memset workspace")) return;
     g.exec.workspace = dws.ptr;
     g.exec.workspace_bytes = ws;
-    st = mla_dense_decode(&g);
-    if (!ok_or_report(st, (cs.name + ": GPU mla_dense_decode").c_str())) return;
-    if (!ok_or_report(mla_cuda_stream_synchronize(stream), (cs.name + ": stream sync").c_str()))
-        return;
-    Buf out_gpu(cs.dtype, out_elems);
-    std::vector<float> lse_gpu(static_cast<size_t>(rows));
-    if (!dout.download(out_gpu.bytes.data()) || !dlse.download(lse_gpu.data())) return;
-    g_gpu_s += tgpu.s();
 
-    // ---- judge ----------------------------------------------------------------------------------
-    const double tol = cs.dtype == MLA_BFLOAT16 || cs.dtype == MLA_FLOAT16 ? 1e-2 : 1e-3;
-    Outcome vs_ref, vs_cpu;
-    compare(out_gpu, lse_gpu, ref_out, ref_lse, out_index, lse_index, d_v, &vs_ref);
     std::vector<double> cpu_out(static_cast<size_t>(rows * d_v)), cpu_lse(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < d_v; ++c) cpu_out[size_t(r * d_v + c)] = out_cpu.get(out_index[size_t(r)] + c);
         cpu_lse[size_t(r)] = lse_cpu[size_t(r)];  // both [b, h_q, s_q]
     }
-    compare(out_gpu, lse_gpu, cpu_out, cpu_lse, out_index, lse_index, d_v, &vs_cpu);
-    // Gaps of out untouched.
-    std::vector<char> inside(size_t(out_elems), 0);
+    std::vector<char> inside(static_cast<size_t>(out_elems), 0);
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < d_v; ++c) inside[size_t(out_index[size_t(r)] + c)] = 1;
-    bool gaps_ok = true;
-    for (int64_t i = 0; i < out_elems; ++i)
-        if (!inside[size_t(i)] && !out_gpu.poisoned(i)) gaps_ok = false;
+    const double tol = cs.dtype == MLA_BFLOAT16 || cs.dtype == MLA_FLOAT16 ? 1e-2 : 1e-3;
 
-    const bool ok = vs_ref.finite && vs_ref.rel < tol && vs_cpu.rel < tol && vs_ref.lse_err < 1e-3 &&
-                    vs_cpu.lse_err < 1e-3 && vs_ref.lse_inf_ok && vs_cpu.lse_inf_ok && gaps_ok;
-    report(ok, "%s: rel err vs f64 %.3g, vs CPU %.3g (tol %.0e); lse err %.3g / %.3g; finite %d, "
-           "inf lse %d / %d, gaps untouched %d", cs.name.c_str(), vs_ref.rel, vs_cpu.rel, tol,
-           vs_ref.lse_err, vs_cpu.lse_err, int(vs_ref.finite), int(vs_ref.lse_inf_ok),
-           int(vs_cpu.lse_inf_ok), int(gaps_ok));
-    std::printf("  %-62s rel %.2e / %.2e  lse %.1e  %s\n", cs.name.c_str(), vs_ref.rel, vs_cpu.rel,
-                std::max(vs_ref.lse_err, vs_cpu.lse_err), ok ? "ok" : "FAILED");
+    // The library's choice, then the choice capped at the sm80 mma kernel and at the CUDA-core
+    // kernel (MLA4J_DENSE_DECODE_KERNEL), so every kernel meets every case on one device.
+    for (const char *cap : {"", "mma", "simple"}) {
+        const std::string name = cs.name + (*cap ? std::string(" [") + cap + "]" : std::string(" [auto]"));
+        if (*cap)
+            setenv("MLA4J_DENSE_DECODE_KERNEL", cap, 1);
+        else
+            unsetenv("MLA4J_DENSE_DECODE_KERNEL");
+        Timer tgpu;
+        // Poison: every byte 0xff (NaN in each float type), the workspace too.
+        if (!ok_or_report(mla_cuda_memset(dout.ptr, 0xff, dout.bytes), "memset out") ||
+            !ok_or_report(mla_cuda_memset(dlse.ptr, 0xff, dlse.bytes), "memset lse") ||
+            (ws > 0 && !ok_or_report(mla_cuda_memset(dws.ptr, 0xff, ws), "memset workspace")))
+            return;
+        st = mla_dense_decode(&g);
+        unsetenv("MLA4J_DENSE_DECODE_KERNEL");
+        if (!ok_or_report(st, (name + ": GPU mla_dense_decode").c_str())) continue;
+        if (!ok_or_report(mla_cuda_stream_synchronize(stream), (name + ": stream sync").c_str()))
+            return;
+        Buf out_gpu(cs.dtype, out_elems);
+        std::vector<float> lse_gpu(static_cast<size_t>(rows));
+        if (!dout.download(out_gpu.bytes.data()) || !dlse.download(lse_gpu.data())) return;
+        g_gpu_s += tgpu.s();
+
+        Outcome vs_ref, vs_cpu;
+        compare(out_gpu, lse_gpu, ref_out, ref_lse, out_index, lse_index, d_v, &vs_ref);
+        compare(out_gpu, lse_gpu, cpu_out, cpu_lse, out_index, lse_index, d_v, &vs_cpu);
+        bool gaps_ok = true;  // elements of out outside the logical tensor still poisoned
+        for (int64_t i = 0; i < out_elems; ++i)
+            if (!inside[size_t(i)] && !out_gpu.poisoned(i)) gaps_ok = false;
+        const bool ok = vs_ref.finite && vs_ref.rel < tol && vs_cpu.rel < tol &&
+                        vs_ref.lse_err < 1e-3 && vs_cpu.lse_err < 1e-3 && vs_ref.lse_inf_ok &&
+                        vs_cpu.lse_inf_ok && gaps_ok;
+        report(ok, "%s: rel err vs f64 %.3g, vs CPU %.3g (tol %.0e); lse err %.3g / %.3g; "
+               "finite %d, inf lse %d / %d, gaps untouched %d", name.c_str(), vs_ref.rel,
+               vs_cpu.rel, tol, vs_ref.lse_err, vs_cpu.lse_err, int(vs_ref.finite),
+               int(vs_ref.lse_inf_ok), int(vs_cpu.lse_inf_ok), int(gaps_ok));
+        std::printf("  %-72s rel %.2e / %.2e  lse %.1e  %s\n", name.c_str(), vs_ref.rel,
+                    vs_cpu.rel, std::max(vs_ref.lse_err, vs_cpu.lse_err), ok ? "ok" : "FAILED");
+    }
 }
 
 std::string describe(const Case &c) {
@@ -735,7 +745,7 @@ void test_refusals(void *stream) {
 
 int main() {
     const std::vector<Case> cases = make_cases();
-    const int n_tests = int(cases.size()) + 3;
+    const int n_tests = 3 * int(cases.size()) + 3;  // three kernel caps per case, 3 refusals
     if (mla_cuda_device_count() == 0) {
         std::printf("test_gpu_dense_decode: no CUDA device (%s)\n", mla_build_targets());
         std::printf("0 passed, 0 failed, %d skipped\n", n_tests);

@@ -88,12 +88,14 @@ private:
     };
     struct ScratchB {
         std::vector<Acc> q, dout, kv, lse, D, wk, wv;
+        std::vector<Acc> spare;  // [3, d_qk]: accumulators of padding slots, never read
         std::vector<const Acc *> qp, dp_rows;
         std::vector<int64_t> rows;  // kv rows of one query's selections in the range
         void init(int64_t heads, int64_t dqk, int64_t dv, int64_t topk) {
             q.resize(size_t(heads * dqk));
             dout.resize(size_t(heads * dv));
             kv.resize(size_t(4 * dqk));
+            spare.resize(size_t(3 * dqk));
             lse.resize(size_t(heads));
             D.resize(size_t(heads));
             wk.resize(size_t(4 * heads));
@@ -274,42 +276,42 @@ private:
                     ++R;
                 }
                 if (R == 0) continue;
-                for (int64_t e = 0; e < n; e += 4) {
-                    // Four selections at a time; the scores go through rows4_dots even for a
-                    // short group (padded by repeating a row) so that every score is computed
-                    // the same way whatever the range boundaries.
-                    const int64_t m = std::min<int64_t>(4, n - e);
+                for (int64_t e = 0; e < n;) {
+                    // Up to four selections of distinct rows go through the four-row kernels;
+                    // short groups are padded (scores of a repeated row, zero weights into
+                    // spare accumulators). Every contribution thus takes the same arithmetic
+                    // wherever the range boundaries fall, which keeps dkv deterministic.
+                    int64_t m = 1;
+                    while (m < 4 && e + m < n &&
+                           std::find(&w.rows[size_t(e)], &w.rows[size_t(e + m)],
+                                     w.rows[size_t(e + m)]) == &w.rows[size_t(e + m)])
+                        ++m;
                     const Acc *kv[4];
                     Acc *wk[4], *wv[4], *acc[4];
                     for (int64_t x = 0; x < 4; ++x) {
-                        const int64_t row = w.rows[size_t(e + std::min(x, m - 1))];
-                        kv[x] = kv_row_ptr(row, hk, &w.kv[size_t(x * dqk)]);
-                        acc[x] = dkv + (row * p_.h_kv + hk) * dqk;
                         wk[x] = &w.wk[size_t(x * G_)];
                         wv[x] = &w.wv[size_t(x * G_)];
+                        if (x < m) {
+                            const int64_t row = w.rows[size_t(e + x)];
+                            kv[x] = kv_row_ptr(row, hk, &w.kv[size_t(x * dqk)]);
+                            acc[x] = dkv + (row * p_.h_kv + hk) * dqk;
+                        } else {
+                            kv[x] = kv[m - 1];
+                            acc[x] = &w.spare[size_t((x - 1) * dqk)];
+                        }
                     }
                     // wk <- q.kv, wv <- dout.kv[:d_v], then the weights of the two paths.
                     bwd::rows4_dots(kv, w.qp.data(), 0, R, dqk, wk);
                     bwd::rows4_dots(kv, w.dp_rows.data(), 0, R, dv, wv);
-                    for (int64_t x = 0; x < m; ++x)
+                    for (int64_t x = 0; x < 4; ++x)
                         for (int64_t r = 0; r < R; ++r) {
-                            Acc prob = std::exp(scale_ * wk[x][r] - w.lse[size_t(r)]);
+                            Acc prob = x < m ? std::exp(scale_ * wk[x][r] - w.lse[size_t(r)]) : Acc(0);
                             wk[x][r] = scale_ * prob * (wv[x][r] - w.D[size_t(r)]);
                             wv[x][r] = prob;
                         }
-                    bool distinct = m == 4;
-                    for (int64_t x = 0; x < 4 && distinct; ++x)
-                        for (int64_t y = x + 1; y < 4; ++y) distinct = distinct && acc[x] != acc[y];
-                    if (distinct) {
-                        bwd::rows4_accumulate(acc, wk, w.qp.data(), 0, R, dqk);      // key path
-                        bwd::rows4_accumulate(acc, wv, w.dp_rows.data(), 0, R, dv);  // value path
-                    } else {
-                        // A repeated row: one selection after the other, in slot order.
-                        for (int64_t x = 0; x < m; ++x) {
-                            row_accumulate(acc[x], wk[x], w.qp.data(), 0, R, dqk);
-                            row_accumulate(acc[x], wv[x], w.dp_rows.data(), 0, R, dv);
-                        }
-                    }
+                    bwd::rows4_accumulate(acc, wk, w.qp.data(), 0, R, dqk);      // key path
+                    bwd::rows4_accumulate(acc, wv, w.dp_rows.data(), 0, R, dv);  // value path
+                    e += m;
                 }
             }
         if (!native_)

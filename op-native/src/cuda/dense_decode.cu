@@ -1,12 +1,17 @@
 // Dense decode on a CUDA device (ops.md section 1): checks that need no data, the choice of
 // kernel, workspace carving and the launches, all in stream order on exec.stream:
-//   tensor-core path (bf16 / fp16, q and cache of one dtype, d_qk and d_v multiples of 16,
-//   16-byte aligned rows):  schedule -> sm80 mma kernel -> combine
-//   anything else:          the CUDA-core kernel (no workspace)
+//   tensor-core paths (bf16 / fp16, q and cache of one dtype, 16-byte aligned rows):
+//     sm_90 and d_qk 576 or 512, d_v 512:        schedule -> sm90 wgmma kernel -> combine
+//     sm_80+ and d_qk, d_v multiples of 16:      schedule -> sm80 mma.sync kernel -> combine
+//   anything else:                               the CUDA-core kernel (no workspace)
+// MLA4J_DENSE_DECODE_KERNEL=mma or =simple (environment) caps the choice at that kernel, for
+// tests and benchmarks of the other paths on a Hopper device.
 // The split-KV schedule is computed on the device from the device-resident cache_seqlens
 // (common/decode_schedule.cu): no copy to the host, no synchronisation.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include "api/forward_checks.h"
 #include "common/rope.h"
 #include "cuda/common/check.cuh"
@@ -15,6 +20,8 @@
 #include "cuda/runtime.h"
 #include "cuda/sm80/config.h"
 #include "cuda/sm80/decode_mma.h"
+#include "cuda/sm90/config.h"
+#include "cuda/sm90/decode_wgmma.h"
 
 namespace mla {
 namespace cuda {
@@ -22,12 +29,13 @@ namespace {
 
 namespace chk = mla::fwd_checks;
 
-enum class Path { kSimple, kMma };
+enum class Path { kSimple, kMma, kWgmma };
 
 struct Plan {
     Path path = Path::kSimple;
-    int tile = 0;        // keys per tile of the mma kernel
-    int dv_tier = 0;     // value tier it is instantiated for
+    int tile = 0;        // keys per tile of the main kernel
+    int overhead = 0;    // schedule cost of a unit's setup and epilogue, in tiles
+    int dv_tier = 0;     // value tier of the mma kernel
     int parts = 0;       // schedule partitions per m-block
     int64_t units = 0, n_mblocks = 0, row_alloc = 0;
     // workspace carving (bytes)
@@ -84,8 +92,9 @@ bool aligned16(const void *ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15)
 mla_status make_plan(const mla_dense_decode_params &p, bool with_pointers, Plan *plan,
                      const char *op) {
     const int dev = p.exec.device;
-    int major = 0, sms = 0, smem_optin = 0;
+    int major = 0, minor = 0, sms = 0, smem_optin = 0;
     MLA_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    MLA_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
     MLA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     MLA_CUDA_TRY(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
 
@@ -96,7 +105,10 @@ mla_status make_plan(const mla_dense_decode_params &p, bool with_pointers, Plan 
     pl.n_mblocks = (rows + kBlockRows - 1) / kBlockRows;
     pl.row_alloc = (p.d_qk + 63) / 64 * 64;
 
-    bool mma = major >= 8 && (p.dtype == MLA_BFLOAT16 || p.dtype == MLA_FLOAT16) &&
+    const char *cap = std::getenv("MLA4J_DENSE_DECODE_KERNEL");
+    const bool allow_mma = !cap || std::strcmp(cap, "simple") != 0;
+    const bool allow_wgmma = allow_mma && (!cap || std::strcmp(cap, "mma") != 0);
+    bool mma = allow_mma && major >= 8 && (p.dtype == MLA_BFLOAT16 || p.dtype == MLA_FLOAT16) &&
                c.dtype == p.dtype && p.d_qk % 16 == 0 && p.d_v % 16 == 0 &&
                p.d_qk <= sm80::kMaxHeadDimQK && p.d_v <= sm80::kMaxHeadDimV &&
                pl.n_mblocks <= 65535;
@@ -105,20 +117,29 @@ mla_status make_plan(const mla_dense_decode_params &p, bool with_pointers, Plan 
               p.q_stride[1] % 8 == 0 && p.q_stride[2] % 8 == 0 && c.block_stride % 8 == 0 &&
               c.token_stride % 8 == 0 && c.head_stride % 8 == 0;
     }
-    if (mma) {
+    DecodeArgs probe{};
+    probe.row_alloc = int32_t(pl.row_alloc);
+    probe.d_qk = p.d_qk;
+    probe.d_v = p.d_v;
+    const bool wgmma = allow_wgmma && mma && major == 9 && minor == 0 && p.d_v == sm90::kHeadDimV &&
+                       (p.d_qk == 512 || p.d_qk == 576) &&
+                       sm90::decode_wgmma_smem(probe) <= smem_optin;
+    if (wgmma) {
+        pl.path = Path::kWgmma;
+        pl.tile = sm90::kTileKeys;
+        pl.overhead = sm90::kScheduleOverheadTiles;
+    } else if (mma) {
         pl.dv_tier = p.d_v <= 64 ? 64 : p.d_v <= 128 ? 128 : p.d_v <= 256 ? 256 : 512;
-        DecodeArgs probe{};
-        probe.row_alloc = int32_t(pl.row_alloc);
-        probe.d_v = p.d_v;
+        pl.path = Path::kMma;
+        pl.overhead = sm80::kScheduleOverheadTiles;
         if (sm80::decode_mma_smem(probe, sm80::kTileKeysLarge, 2) <= smem_optin)
             pl.tile = sm80::kTileKeysLarge;
         else if (pl.dv_tier == 512 && sm80::decode_mma_smem(probe, sm80::kTileKeysSmall, 2) <= smem_optin)
             pl.tile = sm80::kTileKeysSmall;
         else
-            mma = false;
+            pl.path = Path::kSimple;
     }
-    if (mma) {
-        pl.path = Path::kMma;
+    if (pl.path != Path::kSimple) {
         pl.parts = int(sms / pl.n_mblocks > 1 ? sms / pl.n_mblocks : 1);
         int64_t at = 0;
         pl.off_cum = at;
@@ -272,12 +293,17 @@ mla_status dense_decode(const mla_dense_decode_params &p) {
     a.sched.part_lse = reinterpret_cast<float *>(ws + pl.off_lse);
     a.sched.part_o = reinterpret_cast<float *>(ws + pl.off_o);
     a.sched.parts = pl.parts;
-    a.sched.overhead = sm80::kScheduleOverheadTiles;
+    a.sched.overhead = pl.overhead;
     a.sched.tile = pl.tile;
 
     MLA_TRY(launch_decode_schedule(a, stream, op));
-    MLA_TRY(p.dtype == MLA_BFLOAT16 ? launch_mma<__nv_bfloat16>(a, pl, stream, op)
-                                    : launch_mma<__half>(a, pl, stream, op));
+    const bool bf16 = p.dtype == MLA_BFLOAT16;
+    if (pl.path == Path::kWgmma)
+        MLA_TRY(bf16 ? sm90::launch_decode_wgmma<__nv_bfloat16>(a, stream, op)
+                     : sm90::launch_decode_wgmma<__half>(a, stream, op));
+    else
+        MLA_TRY(bf16 ? launch_mma<__nv_bfloat16>(a, pl, stream, op)
+                     : launch_mma<__half>(a, pl, stream, op));
     return launch_decode_combine(a, stream, op);
 }
 

@@ -14,7 +14,8 @@ constexpr int kTileKeys = 64;
 constexpr int kKeysPerWarpgroup = kTileKeys / kWarpgroups;
 constexpr int kHeadDimV = 512;
 constexpr int kColsPerWarpgroup = kHeadDimV / kWarpgroups;
-// d_qk: a multiple of 64 (whole 128-byte swizzle atoms), at least d_v, at most this.
+// d_qk: compiled for 512 (V4 style, MODEL1 width) and 576 (V3 absorbed), the multiples of 64
+// (whole 128-byte swizzle atoms) from d_v up to this.
 constexpr int kMaxHeadDimQK = 576;
 
 // Cost of a unit's setup (Q load) and epilogue for the split-KV scheduler, in key tiles.

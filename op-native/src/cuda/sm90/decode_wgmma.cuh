@@ -54,10 +54,14 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
     return uint32_t((c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
 }
 
-template <typename T>
+// DQK: d_qk at compile time (512 or 576): the S loop must be unrolled for the wgmma
+// instructions to stay pipelined (a run-time loop makes ptxas serialise them, warning C7515).
+template <typename T, int DQK>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_wgmma_kernel(const __grid_constant__ DecodeArgs a) {
 #ifdef MLA_SM90_WGMMA
+    static_assert(DQK % 64 == 0 && DQK >= kHeadDimV && DQK <= kMaxHeadDimQK, "d_qk");
+    constexpr int kSteps = DQK / 16, kChunks = DQK / 8;
     constexpr int kOTiles = kColsPerWarpgroup / 8;  // n8 column groups of a thread's O
     constexpr int kLoadRows = kTileKeys / 8;        // key rows each warp loads per tile
     constexpr float kLn2 = 0.69314718055994531f;
@@ -86,7 +90,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int g = lane >> 2, q4 = lane & 3;
     const int row0 = wq * 16 + g, row1 = row0 + 8;
     const int rows_blk = int(min64(kBlockRows, a.rows - int64_t(mb) * kBlockRows));
-    const int dchunks = int(a.d_qk / 8), ksteps = int(a.d_qk / 16);
     const int dv = int(a.d_v), stage_ld = dv + 8;
     const T *qg = static_cast<const T *>(a.q);
     const T *kvg = static_cast<const T *>(a.kv);
@@ -116,7 +119,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                 const int r = warp + 8 * i;
                 const T *src = off >= 0 ? kvg + off : kvg;
                 const int bytes = off >= 0 ? 16 : 0;  // past the sequence: zeros, no read
-                for (int c = lane; c < dchunks; c += 32)
+#pragma unroll
+                for (int c = lane; c < kChunks; c += 32)
                     ptx::cp_async_16(kb + swz128(r, c, kTileKeys), src + c * 8, bytes);
             }
         };
@@ -129,7 +133,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                     const RowId id = row_id(a, u, mb, r);
                     src += id.b * a.q_stride[0] + id.j * a.q_stride[1] + id.h * a.q_stride[2];
                 }
-                for (int c = lane; c < dchunks; c += 32)
+#pragma unroll
+                for (int c = lane; c < kChunks; c += 32)
                     ptx::cp_async_16(sQ + swz128(r, c, kBlockRows), src + c * 8, valid ? 16 : 0);
             }
             load_k(t0, 0);
@@ -154,12 +159,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 
                 // S = Q K^T: 64 rows x this warpgroup's 32 keys.
                 float s[16];
+#pragma unroll
+                for (int i = 0; i < 16; ++i) s[i] = 0.f;
                 wgmma_fence();
-                for (int ks = 0; ks < ksteps; ++ks) {
+#pragma unroll
+                for (int ks = 0; ks < kSteps; ++ks) {
                     const uint32_t kofs = uint32_t((ks >> 2) * 8192 + (ks & 3) * 32);
                     const uint64_t da = smem_desc(sQ + kofs, 16, 1024);
                     const uint64_t db = smem_desc(kb + kofs + uint32_t(wg) * 4096, 16, 1024);
-                    wgmma_m64n32k16<T, 0>(s, da, db, ks > 0);
+                    wgmma_m64n32k16<T, 0>(s, da, db, 1);
                 }
                 wgmma_commit();
                 wgmma_wait<0>();
@@ -307,15 +315,20 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-template <typename T>
-mla_status launch_decode_wgmma(const DecodeArgs &a, cudaStream_t stream, const char *op) {
+template <typename T, int DQK>
+mla_status launch_dqk(const DecodeArgs &a, cudaStream_t stream, const char *op) {
     const int64_t smem = decode_wgmma_smem(a);
-    MLA_CUDA_TRY(cudaFuncSetAttribute(decode_wgmma_kernel<T>,
+    MLA_CUDA_TRY(cudaFuncSetAttribute(decode_wgmma_kernel<T, DQK>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid(unsigned(a.sched.parts), unsigned(a.n_mblocks));
-    decode_wgmma_kernel<T><<<grid, kThreads, size_t(smem), stream>>>(a);
+    decode_wgmma_kernel<T, DQK><<<grid, kThreads, size_t(smem), stream>>>(a);
     MLA_CUDA_LAUNCHED("decode_wgmma_kernel launch");
     return MLA_OK;
+}
+
+template <typename T>
+mla_status launch_decode_wgmma(const DecodeArgs &a, cudaStream_t stream, const char *op) {
+    return a.d_qk == 576 ? launch_dqk<T, 576>(a, stream, op) : launch_dqk<T, 512>(a, stream, op);
 }
 
 }  // namespace sm90

@@ -12,7 +12,7 @@ namespace sm90 {
 int64_t decode_wgmma_smem(const DecodeArgs &a);
 
 // Launches the main kernel over the schedule in a.sched (grid parts x n_mblocks). Only for
-// compute capability 9.0 devices, d_v = 512, d_qk a multiple of 64 in [512, 576].
+// compute capability 9.0 devices, d_v = 512, d_qk 512 or 576.
 template <typename T>
 mla_status launch_decode_wgmma(const DecodeArgs &a, cudaStream_t stream, const char *op);
 
