@@ -4,7 +4,9 @@
 // rotate over input sets (q, paged cache, block table) that together are several times the L2.
 // FLOP = 2 h_q N (d_qk + d_v) summed over queries, N the keys a query attends; bytes = q +
 // unique cache rows read + out + lse. Prints one table row per shape and "RESULT" lines.
-//   bench_dense_decode [--runs N] [--quick]
+//   bench_dense_decode [--runs N] [--quick] [--b B --s_k S] [--sets N]
+//   (--b / --s_k: one other shape; --sets: input sets to rotate over, 1 keeps them in L2 when
+//   they fit)
 #include <mla/mla.h>
 
 #include <algorithm>
@@ -58,9 +60,14 @@ struct InputSet {
 int main(int argc, char **argv) {
     int runs = 30;
     bool quick = false;
+    int64_t only_b = 0, only_sk = 0;
+    int sets_override = 0;
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--runs") && i + 1 < argc) runs = std::atoi(argv[++i]);
         if (!std::strcmp(argv[i], "--quick")) quick = true;
+        if (!std::strcmp(argv[i], "--b") && i + 1 < argc) only_b = std::atoll(argv[++i]);
+        if (!std::strcmp(argv[i], "--s_k") && i + 1 < argc) only_sk = std::atoll(argv[++i]);
+        if (!std::strcmp(argv[i], "--sets") && i + 1 < argc) sets_override = std::atoi(argv[++i]);
     }
     if (mla_cuda_device_count() == 0) {
         std::printf("bench_dense_decode: no CUDA device (library targets %s)\n", mla_build_targets());
@@ -77,6 +84,11 @@ int main(int argc, char **argv) {
     for (int64_t s_q : {1, 2})
         for (int64_t s_k : {4096, 8192, 16384}) {
             if (quick && s_k != 8192) continue;
+            if (only_b || only_sk) {
+                if (s_k != 8192) continue;
+                shapes.push_back({only_b ? only_b : 128, s_q, 128, 576, 512, only_sk ? only_sk : 8192, 64});
+                continue;
+            }
             shapes.push_back({128, s_q, 128, 576, 512, s_k, 64});
         }
 
@@ -105,7 +117,8 @@ int main(int argc, char **argv) {
         const int64_t q_bytes = sh.b * sh.s_q * sh.h_q * sh.d_qk * 2;
         // Enough sets that consecutive calls never find their inputs in L2.
         const int64_t set_bytes = cache_bytes + q_bytes;
-        const int n_sets = int(std::max<int64_t>(2, (4 * info.l2_bytes + set_bytes - 1) / set_bytes));
+        const int n_sets = sets_override > 0 ? sets_override
+                                             : int(std::max<int64_t>(2, (4 * info.l2_bytes + set_bytes - 1) / set_bytes));
         std::vector<InputSet> sets(static_cast<size_t>(n_sets));
         for (int s = 0; s < n_sets; ++s) {
             InputSet &in = sets[size_t(s)];

@@ -71,17 +71,6 @@ MLA_BWD_INLINE void store_vec(T *p, const V &v) {
     __builtin_memcpy(p, &v, sizeof v);
 }
 
-// a += x * y on vectors (madd) and scalars (madd_scalar).
-template <int VB, typename T, typename V>
-MLA_BWD_INLINE void madd(V &a, const V &x, const V &y) {
-    a += x * y;
-}
-
-template <int VB, typename T>
-MLA_BWD_INLINE void madd_scalar(T &a, T x, T y) {
-    a += x * y;
-}
-
 // out[j] = a . b[j] over k dims, for j in [j0, j1). Four rows of b at a time share each load
 // of a; two vectors per row keep eight independent sums in flight.
 template <typename T, int VB>
@@ -101,15 +90,15 @@ MLA_BWD_INLINE void row_dots_impl(const T *a, const T *const *b, int64_t j0, int
             for (int c = 0; c < 4; ++c) {
                 load_vec(y0, rows[c] + i);
                 load_vec(y1, rows[c] + i + V);
-                madd<VB, T>(acc[c][0], x0, y0);
-                madd<VB, T>(acc[c][1], x1, y1);
+                acc[c][0] += x0 * y0;
+                acc[c][1] += x1 * y1;
             }
         }
         for (int c = 0; c < 4; ++c) {
             vec v = acc[c][0] + acc[c][1];
             T s = 0;
             for (int l = 0; l < V; ++l) s += v[l];
-            for (int64_t t = i; t < k; ++t) madd_scalar<VB>(s, a[t], rows[c][t]);
+            for (int64_t t = i; t < k; ++t) s += a[t] * rows[c][t];
             out[j + c] = s;
         }
     }
@@ -123,13 +112,13 @@ MLA_BWD_INLINE void row_dots_impl(const T *a, const T *const *b, int64_t j0, int
             load_vec(x1, a + i + V);
             load_vec(y0, row + i);
             load_vec(y1, row + i + V);
-            madd<VB, T>(acc[0], x0, y0);
-            madd<VB, T>(acc[1], x1, y1);
+            acc[0] += x0 * y0;
+            acc[1] += x1 * y1;
         }
         vec v = acc[0] + acc[1];
         T s = 0;
         for (int l = 0; l < V; ++l) s += v[l];
-        for (; i < k; ++i) madd_scalar<VB>(s, a[i], row[i]);
+        for (; i < k; ++i) s += a[i] * row[i];
         out[j] = s;
     }
 }
@@ -150,7 +139,7 @@ MLA_BWD_INLINE void row_accumulate_impl(T *acc, const T *w, const T *const *b, i
             const T *row = b[j] + c;
             for (int u = 0; u < U; ++u) {
                 load_vec(y, row + u * V);
-                madd<VB, T>(a[u], wj, y);
+                a[u] += wj * y;
             }
         }
         for (int u = 0; u < U; ++u) store_vec(acc + c + u * V, a[u]);
@@ -160,13 +149,13 @@ MLA_BWD_INLINE void row_accumulate_impl(T *acc, const T *w, const T *const *b, i
         load_vec(a, acc + c);
         for (int64_t j = j0; j < j1; ++j) {
             load_vec(y, b[j] + c);
-            madd<VB, T>(a, vec{} + w[j], y);
+            a += w[j] * y;
         }
         store_vec(acc + c, a);
     }
     for (; c < d; ++c) {
         T s = acc[c];
-        for (int64_t j = j0; j < j1; ++j) madd_scalar<VB>(s, w[j], b[j][c]);
+        for (int64_t j = j0; j < j1; ++j) s += w[j] * b[j][c];
         acc[c] = s;
     }
 }
@@ -190,23 +179,23 @@ MLA_BWD_INLINE void rows4_dots_impl(const T *const *a, const T *const *b, int64_
             load_vec(y1, keys[1] + i);
             for (int r = 0; r < 4; ++r) {
                 load_vec(x, a[r] + i);
-                madd<VB, T>(acc[r][0], x, y0);
-                madd<VB, T>(acc[r][1], x, y1);
+                acc[r][0] += x * y0;
+                acc[r][1] += x * y1;
             }
         }
         for (int r = 0; r < 4; ++r)
             for (int c = 0; c < nk; ++c) {
                 T s = 0;
                 for (int l = 0; l < V; ++l) s += acc[r][c][l];
-                for (int64_t t = i; t < k; ++t) madd_scalar<VB>(s, a[r][t], keys[c][t]);
+                for (int64_t t = i; t < k; ++t) s += a[r][t] * keys[c][t];
                 out[r][j + c] = s;
             }
     }
 }
 
 // Four accumulator rows at once: acc[r][c] += sum_j w[r][j] * b[j][c] for r < 4, c < d,
-// j in [j0, j1). Each load of a row of b feeds the four accumulators. Every element gets the
-// same operations as from row_accumulate.
+// j in [j0, j1). Each load of a row of b feeds the four accumulators. The four rows take the
+// same operations, so a row's result does not depend on its slot or on the other rows.
 template <typename T, int VB>
 MLA_BWD_INLINE void rows4_accumulate_impl(T *const *acc, const T *const *w, const T *const *b,
                                           int64_t j0, int64_t j1, int64_t d) {
@@ -221,7 +210,7 @@ MLA_BWD_INLINE void rows4_accumulate_impl(T *const *acc, const T *const *w, cons
             for (int u = 0; u < U; ++u) load_vec(y[u], b[j] + c + u * V);
             for (int r = 0; r < 4; ++r) {
                 const vec wj = vec{} + w[r][j];
-                for (int u = 0; u < U; ++u) madd<VB, T>(a[r][u], wj, y[u]);
+                for (int u = 0; u < U; ++u) a[r][u] += wj * y[u];
             }
         }
         for (int r = 0; r < 4; ++r)
@@ -232,14 +221,14 @@ MLA_BWD_INLINE void rows4_accumulate_impl(T *const *acc, const T *const *w, cons
         for (int r = 0; r < 4; ++r) load_vec(a[r], acc[r] + c);
         for (int64_t j = j0; j < j1; ++j) {
             load_vec(y, b[j] + c);
-            for (int r = 0; r < 4; ++r) madd<VB, T>(a[r], vec{} + w[r][j], y);
+            for (int r = 0; r < 4; ++r) a[r] += w[r][j] * y;
         }
         for (int r = 0; r < 4; ++r) store_vec(acc[r] + c, a[r]);
     }
     for (; c < d; ++c)
         for (int r = 0; r < 4; ++r) {
             T s = acc[r][c];
-            for (int64_t j = j0; j < j1; ++j) madd_scalar<VB>(s, w[r][j], b[j][c]);
+            for (int64_t j = j0; j < j1; ++j) s += w[r][j] * b[j][c];
             acc[r][c] = s;
         }
 }

@@ -113,13 +113,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int nt = 0; nt < kOTiles; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 
-        // Key rows of tile t into stage buf: lanes < kLoadRows find the rows' addresses.
-        auto load_k = [&](int t, int buf) {
-            int64_t my_off = -1;
-            if (lane < kLoadRows) {
-                const int tok = t * BN + warp + kWarps * lane;
-                if (tok < len) my_off = key_offset(a, b, kvh, tok);
-            }
+        // Key rows of a tile: lanes < kLoadRows look up their row's cache offset (block table
+        // read one tile ahead, so its latency hides behind a tile of work), then the warp
+        // copies its kLoadRows rows into a stage.
+        auto fetch_offsets = [&](int t) -> int64_t {
+            int64_t off = -1;
+            const int tok = t * BN + warp + kWarps * lane;
+            if (lane < kLoadRows && t < t1 && tok < len) off = key_offset(a, b, kvh, tok);
+            return off;
+        };
+        auto load_k = [&](int buf, int64_t my_off) {
             const uint32_t kb = sK + uint32_t(buf) * k_stage_bytes;
 #pragma unroll
             for (int i = 0; i < kLoadRows; ++i) {
@@ -142,8 +145,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                 for (int c = lane; c < dchunks; c += 32)
                     ptx::cp_async_16(sQ + swz(r, c), src + c * 8, valid ? 16 : 0);
             }
-            load_k(t0, 0);
+            load_k(0, fetch_offsets(t0));
             ptx::cp_async_commit();
+            int64_t next_off = fetch_offsets(t0 + 1);
 
             int lim[2];
 #pragma unroll
@@ -155,8 +159,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
             for (int t = t0; t < t1; ++t) {
                 const int buf = (t - t0) & 1;
-                if (t + 1 < t1) load_k(t + 1, buf ^ 1);
+                if (t + 1 < t1) load_k(buf ^ 1, next_off);
                 ptx::cp_async_commit();
+                next_off = fetch_offsets(t + 2);
                 ptx::cp_async_wait<1>();
                 __syncthreads();
 

@@ -7,7 +7,8 @@
 //   O += P V      warpgroup w: all 64 rows x value columns 256 w .. +256, m64n256k16 over the
 //                 64 keys (P K-major, V = the K tile read MN-major: no transposed copy)
 // Key rows arrive by cp.async, addressed row by row through the block table (any
-// block_size), two stages; Q, K and P live in the 128-byte-swizzled layout that wgmma reads:
+// block_size), two stages; S of the next tile runs on the tensor cores while P V of this one
+// finishes and its stage refills. Q, K and P live in the 128-byte-swizzled layout that wgmma reads:
 // column block cb (64 elements) of row r at cb * rows * 128 + r * 128, its 16-byte chunk c
 // at c ^ (r % 8).
 #pragma once
@@ -93,6 +94,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int dv = int(a.d_v), stage_ld = dv + 8;
     const T *qg = static_cast<const T *>(a.q);
     const T *kvg = static_cast<const T *>(a.kv);
+    // This thread's cp.async destination within a stage (see load_k), and the wgmma
+    // descriptors at k-step 0: Q and this warpgroup's keys (S), P and its value columns (PV).
+    const uint32_t k_dst = uint32_t((lane >> 3) * kTileKeys * 128 + warp * 128 + (((lane & 7) ^ (warp & 7)) << 4));
+    const uint32_t desc_q0 = desc_lo(sQ, 16);
+    const uint32_t desc_k0 = desc_lo(sK + uint32_t(wg) * (kKeysPerWarpgroup * 128), 16);
+    const uint32_t desc_p0 = desc_lo(sP, 16);
+    const uint32_t desc_v0 = desc_lo(sK + uint32_t(wg) * (kColsPerWarpgroup / 64) * (kTileKeys * 128),
+                                     kTileKeys * 128);
 
     for (int64_t u = us; u < ue || (u == ue && te > 0); ++u) {
         const int n_u = int(unit_tiles(sc, u));
@@ -106,23 +115,48 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int i = 0; i < kOTiles * 4; ++i) o[i] = 0.f;
 
-        auto load_k = [&](int t, int buf) {
-            int64_t my_off = -1;
-            if (lane < kLoadRows) {
-                const int tok = t * kTileKeys + warp + 8 * lane;
-                if (tok < len) my_off = key_offset(a, b, kvh, tok);
-            }
-            const uint32_t kb = sK + uint32_t(buf) * k_stage;
-#pragma unroll
+        // Key rows of a tile: lanes < kLoadRows look up their row's cache offset (block table
+        // read one tile ahead, so the load latency hides behind a tile of work), then the warp
+        // copies its kLoadRows rows into a stage.
+        auto fetch_offsets = [&](int t) -> int64_t {
+            int64_t off = -1;
+            const int tok = t * kTileKeys + warp + 8 * lane;
+            if (lane < kLoadRows && t < t1 && tok < len) off = key_offset(a, b, kvh, tok);
+            return off;
+        };
+        // Row warp + 8 i, chunk lane + 32 j lands at kb + k_dst + i * 1024 + j * 4 * rows * 128:
+        // (warp + 8 i) % 8 = warp % 8, so the swizzle is the same for all of a thread's copies.
+        auto load_k = [&](int buf, int64_t my_off) {
+            const uint32_t kb = sK + uint32_t(buf) * k_stage + k_dst;
+#pragma unroll 1
             for (int i = 0; i < kLoadRows; ++i) {
                 const int64_t off = __shfl_sync(0xffffffffu, my_off, i);
-                const int r = warp + 8 * i;
-                const T *src = off >= 0 ? kvg + off : kvg;
+                const T *src = (off >= 0 ? kvg + off : kvg) + lane * 8;
                 const int bytes = off >= 0 ? 16 : 0;  // past the sequence: zeros, no read
 #pragma unroll
-                for (int c = lane; c < kChunks; c += 32)
-                    ptx::cp_async_16(kb + swz128(r, c, kTileKeys), src + c * 8, bytes);
+                for (int j = 0; j < (kChunks + 31) / 32; ++j)
+                    if (j * 32 + 32 <= kChunks || lane + j * 32 < kChunks)
+                        ptx::cp_async_16(kb + uint32_t(i * 1024 + j * 4 * kTileKeys * 128),
+                                         src + j * 256, bytes);
             }
+        };
+        // S = Q K^T for the tile in stage buf: 64 rows x this warpgroup's 32 keys, issued
+        // asynchronously (one commit group).
+        // Two accumulator chains (even and odd k-steps), summed after the wait: half the
+        // dependent chain length of one.
+        float s[16], s2[16];
+        // Descriptors advance by compile-time constants (address field in 16-byte units).
+        auto issue_s = [&](int buf) {
+            const uint32_t dk = desc_k0 + ((uint32_t(buf) * k_stage) >> 4);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < kSteps; ks += 2) {
+                const uint32_t kofs = uint32_t(((ks >> 2) * 8192 + (ks & 3) * 32) >> 4);
+                const uint32_t kofs2 = uint32_t((((ks + 1) >> 2) * 8192 + ((ks + 1) & 3) * 32) >> 4);
+                wgmma_m64n32k16<T, 0>(s, desc(desc_q0 + kofs), desc(dk + kofs), ks > 0);
+                wgmma_m64n32k16<T, 0>(s2, desc(desc_q0 + kofs2), desc(dk + kofs2), ks > 0);
+            }
+            wgmma_commit();
         };
 
         if (t0 < t1) {
@@ -137,8 +171,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                 for (int c = lane; c < kChunks; c += 32)
                     ptx::cp_async_16(sQ + swz128(r, c, kBlockRows), src + c * 8, valid ? 16 : 0);
             }
-            load_k(t0, 0);
+            load_k(0, fetch_offsets(t0));
             ptx::cp_async_commit();
+            if (t0 + 1 < t1) load_k(1, fetch_offsets(t0 + 1));
+            ptx::cp_async_commit();
+            int64_t next_off = fetch_offsets(t0 + 2);
 
             int lim[2];
 #pragma unroll
@@ -148,30 +185,20 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
             const int min_lim = a.causal ? len - int(a.s_q) : len - 1;
 
+            ptx::cp_async_wait<1>();  // Q and the first tile
+            fence_proxy_async();      // cp.async data -> wgmma operand reads
+            __syncthreads();
+            issue_s(0);
+            wgmma_wait<0>();
+            fence_regs(s);
+            fence_regs(s2);
+#pragma unroll
+            for (int i = 0; i < 16; ++i) s[i] += s2[i];
+
+            // Pipeline per tile t (stage buf): softmax(t) -> PV(t) issued -> S(t + 1) issued on
+            // the other stage -> PV(t) done -> stage buf refilled with tile t + 2 -> S(t + 1) done.
             for (int t = t0; t < t1; ++t) {
                 const int buf = (t - t0) & 1;
-                const uint32_t kb = sK + uint32_t(buf) * k_stage;
-                ptx::cp_async_wait<0>();
-                fence_proxy_async();  // cp.async data -> wgmma operand reads
-                __syncthreads();      // tile t everywhere; tile t - 1 fully consumed
-                if (t + 1 < t1) load_k(t + 1, buf ^ 1);
-                ptx::cp_async_commit();
-
-                // S = Q K^T: 64 rows x this warpgroup's 32 keys.
-                float s[16];
-#pragma unroll
-                for (int i = 0; i < 16; ++i) s[i] = 0.f;
-                wgmma_fence();
-#pragma unroll
-                for (int ks = 0; ks < kSteps; ++ks) {
-                    const uint32_t kofs = uint32_t((ks >> 2) * 8192 + (ks & 3) * 32);
-                    const uint64_t da = smem_desc(sQ + kofs, 16, 1024);
-                    const uint64_t db = smem_desc(kb + kofs + uint32_t(wg) * 4096, 16, 1024);
-                    wgmma_m64n32k16<T, 0>(s, da, db, 1);
-                }
-                wgmma_commit();
-                wgmma_wait<0>();
-                fence_regs(s);
 
                 // Scale to log2 units, mask, row maxima over both warpgroups.
                 const bool masked = (t + 1) * kTileKeys - 1 > min_lim;
@@ -221,28 +248,46 @@ __global__ void __launch_bounds__(kThreads, 1)
                 }
 #pragma unroll
                 for (int i = 0; i < 2; ++i) l[i] = l[i] * alpha[i] + rs[i];
+                if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-                for (int nt = 0; nt < kOTiles; ++nt) {
-                    o[nt * 4 + 0] *= alpha[0];
-                    o[nt * 4 + 1] *= alpha[0];
-                    o[nt * 4 + 2] *= alpha[1];
-                    o[nt * 4 + 3] *= alpha[1];
+                    for (int nt = 0; nt < kOTiles; ++nt) {
+                        o[nt * 4 + 0] *= alpha[0];
+                        o[nt * 4 + 1] *= alpha[0];
+                        o[nt * 4 + 2] *= alpha[1];
+                        o[nt * 4 + 3] *= alpha[1];
+                    }
                 }
                 fence_proxy_async();  // P stores -> wgmma operand reads
                 ptx::named_barrier(2, kThreads);
 
                 // O += P V: 64 rows x this warpgroup's 256 value columns, over the 64 keys.
                 wgmma_fence();
+                const uint32_t dv = desc_v0 + ((uint32_t(buf) * k_stage) >> 4);
 #pragma unroll
-                for (int ks = 0; ks < kTileKeys / 16; ++ks) {
-                    const uint64_t da = smem_desc(sP + uint32_t(ks * 32), 16, 1024);
-                    const uint64_t db = smem_desc(kb + uint32_t(wg * (kColsPerWarpgroup / 64) * (kTileKeys * 128) + ks * 2048),
-                                                  kTileKeys * 128, 1024);
-                    wgmma_m64n256k16<T, 1>(o, da, db, 1);
-                }
+                for (int ks = 0; ks < kTileKeys / 16; ++ks)
+                    wgmma_m64n256k16<T, 1>(o, desc(desc_p0 + ks * 2), desc(dv + ks * 128), 1);
                 wgmma_commit();
-                wgmma_wait<0>();
-                fence_regs(o);
+
+                if (t + 1 < t1) {
+                    ptx::cp_async_wait<0>();  // tile t + 1 (this thread's copies)
+                    fence_proxy_async();
+                    ptx::named_barrier(3, kThreads);  // ... and everyone's
+                    issue_s(buf ^ 1);
+                    wgmma_wait<1>();  // PV(t) of this warpgroup
+                    fence_regs(o);
+                    ptx::named_barrier(4, kThreads);  // both: stage buf and P are free
+                    if (t + 2 < t1) load_k(buf, next_off);  // tile t + 2
+                    ptx::cp_async_commit();
+                    next_off = fetch_offsets(t + 3);
+                    wgmma_wait<0>();
+                    fence_regs(s);
+                    fence_regs(s2);
+#pragma unroll
+                    for (int i = 0; i < 16; ++i) s[i] += s2[i];
+                } else {
+                    wgmma_wait<0>();
+                    fence_regs(o);
+                }
             }
         }
 

@@ -17,17 +17,21 @@ namespace mla {
 namespace cuda {
 namespace sm90 {
 
-// Matrix descriptor: start address, leading / stride byte offsets (see the PTX ISA, "matrix
-// descriptor format"), 128-byte swizzle. K-major operands: SBO = bytes between 8-row groups
-// (LBO unused). MN-major operands: LBO = bytes between 64-element blocks along M / N, SBO =
-// bytes between 8-row groups along K.
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-    uint64_t d = 0;
-    d |= uint64_t((addr & 0x3ffff) >> 4);
-    d |= uint64_t((lbo & 0x3ffff) >> 4) << 16;
-    d |= uint64_t((sbo & 0x3ffff) >> 4) << 32;
-    d |= uint64_t(1) << 62;  // 128-byte swizzle
-    return d;
+// Matrix descriptor (PTX ISA, "matrix descriptor format"): bits 0-13 start address / 16,
+// 16-29 leading byte offset (LBO) / 16, 32-45 stride byte offset (SBO) / 16, 62-63 swizzle
+// (1: 128 bytes). K-major operands: SBO = bytes between 8-row groups (LBO unused). MN-major
+// operands: LBO = bytes between 64-element blocks along M / N, SBO = bytes between 8-row
+// groups along K. All operands here have SBO 1024 and the 128-byte swizzle, so the high word
+// is one constant and a descriptor travels as its low word (desc_lo), which advances by
+// byte offset / 16 along K.
+constexpr uint32_t kDescHi = (1024u >> 4) | (1u << 30);
+
+__device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) {
+    return ((addr & 0x3ffff) >> 4) | (((lbo & 0x3ffff) >> 4) << 16);
+}
+
+__device__ __forceinline__ uint64_t desc(uint32_t lo) {
+    return (uint64_t(kDescHi) << 32) | lo;
 }
 
 #ifdef MLA_SM90_WGMMA
