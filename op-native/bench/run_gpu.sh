@@ -59,6 +59,12 @@ fi
 step "bench: mla4j"
 "$bench" $quick | tee "$build/bench_mla4j.txt" || status=1
 
+step "bench: other paths and shapes (not in the table below)"
+echo "-- sm80 mma.sync kernel on this device (MLA4J_DENSE_DECODE_KERNEL=mma):"
+MLA4J_DENSE_DECODE_KERNEL=mma "$bench" --quick --runs 10 | grep -v RESULT | tail -n 2 || status=1
+echo "-- small batches (split-KV across the GPU, then the combine kernel):"
+for b in 1 16; do "$bench" --b $b --runs 20 | grep -v RESULT | tail -n 2 || status=1; done
+
 step "bench: plain PyTorch"
 python3 "$here/torch_dense_decode.py" $quick | tee "$build/bench_torch.txt" || status=1
 

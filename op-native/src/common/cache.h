@@ -74,7 +74,7 @@ inline void read_token(const mla_cache &c, const CacheLayout &l, int64_t block, 
             scale = std::ldexp(1.0f, int(scales_u8[t]) - 127);
         }
         int64_t end = (t + 1) * l.tile < n_nope ? (t + 1) * l.tile : n_nope;
-        for (int64_t i = t * l.tile; i < end; ++i) dst[i] = T(fp8_e4m3_to_float(row[i]) * scale);
+        for (int64_t i = t * l.tile; i < end; ++i) dst[i] = T(fp8_e4m3_table[row[i]] * scale);
     }
     for (int64_t i = l.d_nope; i < n; ++i) {
         uint16_t v;

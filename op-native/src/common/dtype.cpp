@@ -2,6 +2,18 @@
 
 namespace mla {
 
+namespace {
+struct Fp8Table {
+    float v[256];
+    Fp8Table() {
+        for (int i = 0; i < 256; ++i) v[i] = fp8_e4m3_to_float(uint8_t(i));
+    }
+};
+const Fp8Table fp8_table_storage;
+}  // namespace
+
+const float *const fp8_e4m3_table = fp8_table_storage.v;
+
 const char *dtype_name(int32_t dt) {
     switch (dt) {
         case MLA_FLOAT32: return "float32";
