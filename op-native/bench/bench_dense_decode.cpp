@@ -70,7 +70,8 @@ int main(int argc, char **argv) {
         if (!std::strcmp(argv[i], "--sets") && i + 1 < argc) sets_override = std::atoi(argv[++i]);
     }
     if (mla_cuda_device_count() == 0) {
-        std::printf("bench_dense_decode: no CUDA device (library targets %s)\n", mla_build_targets());
+        std::printf("bench_dense_decode: no CUDA device (library targets %s)\n",
+                    mla_build_targets());
         return 0;
     }
     CHECK(mla_cuda_set_device(0));
@@ -86,7 +87,8 @@ int main(int argc, char **argv) {
             if (quick && s_k != 8192) continue;
             if (only_b || only_sk) {
                 if (s_k != 8192) continue;
-                shapes.push_back({only_b ? only_b : 128, s_q, 128, 576, 512, only_sk ? only_sk : 8192, 64});
+                shapes.push_back({only_b ? only_b : 128, s_q, 128, 576, 512,
+                                  only_sk ? only_sk : 8192, 64});
                 continue;
             }
             shapes.push_back({128, s_q, 128, 576, 512, s_k, 64});
@@ -117,8 +119,10 @@ int main(int argc, char **argv) {
         const int64_t q_bytes = sh.b * sh.s_q * sh.h_q * sh.d_qk * 2;
         // Enough sets that consecutive calls never find their inputs in L2.
         const int64_t set_bytes = cache_bytes + q_bytes;
-        const int n_sets = sets_override > 0 ? sets_override
-                                             : int(std::max<int64_t>(2, (4 * info.l2_bytes + set_bytes - 1) / set_bytes));
+        const int n_sets =
+            sets_override > 0
+                ? sets_override
+                : int(std::max<int64_t>(2, (4 * info.l2_bytes + set_bytes - 1) / set_bytes));
         std::vector<InputSet> sets(static_cast<size_t>(n_sets));
         for (int s = 0; s < n_sets; ++s) {
             InputSet &in = sets[size_t(s)];
@@ -133,7 +137,8 @@ int main(int argc, char **argv) {
             std::shuffle(ids.begin(), ids.end(), rng);
             std::vector<int32_t> lens(size_t(sh.b), int32_t(sh.s_k));
             CHECK(mla_cuda_malloc(&in.table, int64_t(ids.size()) * 4));
-            CHECK(mla_cuda_memcpy(in.table, ids.data(), int64_t(ids.size()) * 4, MLA_COPY_HOST_TO_DEVICE));
+            CHECK(mla_cuda_memcpy(in.table, ids.data(), int64_t(ids.size()) * 4,
+                                  MLA_COPY_HOST_TO_DEVICE));
             CHECK(mla_cuda_malloc(&in.lens, sh.b * 4));
             CHECK(mla_cuda_memcpy(in.lens, lens.data(), sh.b * 4, MLA_COPY_HOST_TO_DEVICE));
         }

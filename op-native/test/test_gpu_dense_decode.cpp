@@ -261,7 +261,8 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
             }
     }
     auto key_base = [&](int64_t i, int64_t t, int64_t kvh) {
-        return table[size_t(i * table_st + t / bs)] * block_st + (t % bs) * token_st + kvh * head_st;
+        return table[size_t(i * table_st + t / bs)] * block_st + (t % bs) * token_st +
+               kvh * head_st;
     };
 
     // q [b, s_q, h_q, d_qk] and out [b, s_q, h_q, d_v] with padded strides.
@@ -479,9 +480,11 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
     g.exec.workspace = dws.ptr;
     g.exec.workspace_bytes = ws;
 
-    std::vector<double> cpu_out(static_cast<size_t>(rows * d_v)), cpu_lse(static_cast<size_t>(rows));
+    std::vector<double> cpu_out(static_cast<size_t>(rows * d_v));
+    std::vector<double> cpu_lse(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t c = 0; c < d_v; ++c) cpu_out[size_t(r * d_v + c)] = out_cpu.get(out_index[size_t(r)] + c);
+        for (int64_t c = 0; c < d_v; ++c)
+            cpu_out[size_t(r * d_v + c)] = out_cpu.get(out_index[size_t(r)] + c);
         cpu_lse[size_t(r)] = lse_cpu[size_t(r)];  // both [b, h_q, s_q]
     }
     std::vector<char> inside(static_cast<size_t>(out_elems), 0);
@@ -492,7 +495,7 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
     // The library's choice, then the choice capped at the sm80 mma kernel and at the CUDA-core
     // kernel (MLA4J_DENSE_DECODE_KERNEL), so every kernel meets every case on one device.
     for (const char *cap : {"", "mma", "simple"}) {
-        const std::string name = cs.name + (*cap ? std::string(" [") + cap + "]" : std::string(" [auto]"));
+        const std::string name = cs.name + " [" + (*cap ? cap : "auto") + "]";
         if (*cap)
             setenv("MLA4J_DENSE_DECODE_KERNEL", cap, 1);
         else
@@ -687,50 +690,48 @@ std::vector<Case> make_cases() {
     return cases;
 }
 
-// Refusals: an FP8 cache, and a workspace that is too small.
+// Refusals: an FP8 cache, host memory, and a workspace that is too small.
 void test_refusals(void *stream) {
+    DevBuf dq, dc, dint;
+    if (!dq.alloc(1 << 16) || !dc.alloc(1 << 20) || !dint.alloc(1 << 12)) return;
+    if (!ok_or_report(mla_cuda_memset(dint.ptr, 0, dint.bytes), "memset")) return;
+    const int32_t *ints = static_cast<const int32_t *>(dint.ptr);
     mla_dense_decode_params p;
     std::memset(&p, 0, sizeof p);
-    static char dummy[64];
     p.dtype = MLA_BFLOAT16;
     p.b = 1;
     p.s_q = 1;
     p.h_q = 16;
     p.d_qk = 576;
     p.d_v = 512;
-    p.q = dummy;
+    p.q = dq.ptr;
+    p.q_stride[0] = p.q_stride[1] = 16 * 576;
+    p.q_stride[2] = 576;
     p.cache.kind = MLA_CACHE_V32;
-    p.cache.data = dummy;
+    p.cache.data = dc.ptr;
     p.cache.num_blocks = 1;
     p.cache.block_size = 64;
     p.cache.h_kv = 1;
-    p.block_table = reinterpret_cast<const int32_t *>(dummy);
+    p.block_table = ints;
     p.max_blocks_per_seq = 1;
     p.block_table_stride = 1;
-    p.cache_seqlens = reinterpret_cast<const int32_t *>(dummy);
+    p.cache_seqlens = ints;
     p.softmax_scale = 0.04f;
-    p.out = dummy;
-    p.lse = reinterpret_cast<float *>(dummy);
+    p.out = dq.ptr;
+    p.out_stride[0] = p.out_stride[1] = 16 * 512;
+    p.out_stride[2] = 512;
+    p.lse = static_cast<float *>(dc.ptr);
     p.exec.device = 0;
     p.exec.stream = stream;
     mla_status st = mla_dense_decode(&p);
     report(st == MLA_ERR_UNSUPPORTED, "FP8 V32 cache on the GPU: expected MLA_ERR_UNSUPPORTED, "
            "got %d (%s)", st, mla_last_error());
 
-    DevBuf dq, dc;
-    if (!dq.alloc(1 << 16) || !dc.alloc(1 << 20)) return;
     p.cache.kind = MLA_CACHE_PLAIN;
     p.cache.dtype = MLA_BFLOAT16;
-    p.cache.data = dc.ptr;
     p.cache.token_stride = 576;
     p.cache.block_stride = 64 * 576;
     p.cache.head_stride = 576;
-    p.q = dq.ptr;
-    p.q_stride[0] = p.q_stride[1] = 16 * 576;
-    p.q_stride[2] = 576;
-    p.out = dq.ptr;
-    p.out_stride[0] = p.out_stride[1] = 16 * 512;
-    p.out_stride[2] = 512;
     const int64_t ws = mla_dense_decode_workspace_size(&p);
     report(ws > 0, "workspace query for a bf16 576/512 call: expected > 0, got %lld (%s)",
            (long long)ws, mla_last_error());
@@ -739,13 +740,20 @@ void test_refusals(void *stream) {
     st = mla_dense_decode(&p);
     report(st == MLA_ERR_INVALID_ARGUMENT, "workspace one byte short: expected "
            "MLA_ERR_INVALID_ARGUMENT, got %d (%s)", st, mla_last_error());
+
+    static uint16_t host_q[16 * 576];
+    p.exec.workspace_bytes = ws;
+    p.q = host_q;
+    st = mla_dense_decode(&p);
+    report(st == MLA_ERR_INVALID_ARGUMENT, "q in plain host memory: expected "
+           "MLA_ERR_INVALID_ARGUMENT, got %d (%s)", st, mla_last_error());
 }
 
 }  // namespace
 
 int main() {
     const std::vector<Case> cases = make_cases();
-    const int n_tests = 3 * int(cases.size()) + 3;  // three kernel caps per case, 3 refusals
+    const int n_tests = 3 * int(cases.size()) + 4;  // three kernel caps per case, 4 refusals
     if (mla_cuda_device_count() == 0) {
         std::printf("test_gpu_dense_decode: no CUDA device (%s)\n", mla_build_targets());
         std::printf("0 passed, 0 failed, %d skipped\n", n_tests);

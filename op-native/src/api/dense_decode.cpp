@@ -1,8 +1,11 @@
 // Entry point of dense decode over a paged KV cache (ops.md section 1): argument checks, then
-// the CPU kernel.
+// the CPU kernel, or the CUDA kernels when exec.device >= 0 and the build has them.
 #include "api/forward_checks.h"
 #include "common/cache.h"
 #include "cpu/kernels.h"
+#ifdef MLA4J_WITH_CUDA
+#include "cuda/dense_decode.h"
+#endif
 
 namespace {
 
@@ -62,6 +65,15 @@ extern "C" mla_status mla_dense_decode(const mla_dense_decode_params *p) {
     MLA_TRY(chk::size(p->block_table_stride, op, "block_table_stride"));
     MLA_TRY(chk::scale(p->softmax_scale, op));
     MLA_TRY(chk::rotation(p->out_rotation, p->d_v, op));
+#ifdef MLA4J_WITH_CUDA
+    // Device pointers: the CUDA path checks what needs no data and never reads it on the host.
+    if (p->exec.device >= 0) {
+        if (mla_cuda_device_count() == 0)
+            return mla::fail(MLA_ERR_UNSUPPORTED, "%s: exec.device %d: no CUDA device is available",
+                             op, p->exec.device);
+        return mla::cuda::dense_decode(*p);
+    }
+#endif
     MLA_TRY(chk::exec(p->exec, op));
 
     if (p->b == 0) return MLA_OK;

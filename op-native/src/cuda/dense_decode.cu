@@ -58,11 +58,14 @@ mla_status check_shape(const mla_dense_decode_params &p, const char *op) {
     MLA_TRY(chk::scale(p.softmax_scale, op));
     MLA_TRY(chk::rotation(p.out_rotation, p.d_v, op));
     const mla_cache &c = p.cache;
-    if (c.kind != MLA_CACHE_PLAIN)
+    if (c.kind != MLA_CACHE_PLAIN) {
+        const char *kind =
+            c.kind == MLA_CACHE_V32 ? "V32" : c.kind == MLA_CACHE_MODEL1 ? "MODEL1" : "unknown";
         return fail(MLA_ERR_UNSUPPORTED,
                     "%s: cache.kind %d (%s): FP8 caches are not supported on the GPU in this "
                     "build; use a PLAIN bfloat16 / float16 cache, or the CPU (exec.device -1)",
-                    op, c.kind, c.kind == MLA_CACHE_V32 ? "V32" : c.kind == MLA_CACHE_MODEL1 ? "MODEL1" : "unknown");
+                    op, c.kind, kind);
+    }
     MLA_REQUIRE(is_float_dtype(c.dtype), "%s: cache.dtype must be a float type, got %s", op,
                 dtype_name(c.dtype));
     MLA_REQUIRE(c.num_blocks >= 0, "%s: cache.num_blocks must be >= 0, got %lld", op,
@@ -134,7 +137,8 @@ mla_status make_plan(const mla_dense_decode_params &p, bool with_pointers, Plan 
         pl.overhead = sm80::kScheduleOverheadTiles;
         if (sm80::decode_mma_smem(probe, sm80::kTileKeysLarge, 2) <= smem_optin)
             pl.tile = sm80::kTileKeysLarge;
-        else if (pl.dv_tier == 512 && sm80::decode_mma_smem(probe, sm80::kTileKeysSmall, 2) <= smem_optin)
+        else if (pl.dv_tier == 512 &&
+                 sm80::decode_mma_smem(probe, sm80::kTileKeysSmall, 2) <= smem_optin)
             pl.tile = sm80::kTileKeysSmall;
         else
             pl.path = Path::kSimple;
@@ -176,6 +180,34 @@ private:
     int prev_ = 0;
     bool restore_ = false;
 };
+
+// A pointer the device cannot dereference (plain host memory) is refused: launching on it
+// would fault the CUDA context for every later call of the process.
+mla_status device_pointer(const void *ptr, const char *op, const char *arg) {
+    if (!ptr) return MLA_OK;
+    cudaPointerAttributes attr;
+    MLA_CUDA_TRY(cudaPointerGetAttributes(&attr, ptr));
+    MLA_REQUIRE(attr.type != cudaMemoryTypeUnregistered,
+                "%s: %s (%p) is host memory; a call with exec.device >= 0 takes device pointers "
+                "(mla_cuda_malloc, or page-locked host memory)", op, arg, ptr);
+    return MLA_OK;
+}
+
+mla_status device_pointers(const mla_dense_decode_params &p, const char *op) {
+    MLA_TRY(device_pointer(p.q, op, "q"));
+    MLA_TRY(device_pointer(p.cache.data, op, "cache.data"));
+    MLA_TRY(device_pointer(p.block_table, op, "block_table"));
+    MLA_TRY(device_pointer(p.cache_seqlens, op, "cache_seqlens"));
+    MLA_TRY(device_pointer(p.sink, op, "sink"));
+    MLA_TRY(device_pointer(p.out_rotation.positions, op, "out_rotation.positions"));
+    if (p.out_rotation.positions) {
+        MLA_TRY(device_pointer(p.out_rotation.rope.cos_table, op, "out_rotation.rope.cos_table"));
+        MLA_TRY(device_pointer(p.out_rotation.rope.sin_table, op, "out_rotation.rope.sin_table"));
+    }
+    MLA_TRY(device_pointer(p.out, op, "out"));
+    MLA_TRY(device_pointer(p.lse, op, "lse"));
+    return MLA_OK;
+}
 
 DecodeArgs make_args(const mla_dense_decode_params &p, const Plan &pl) {
     DecodeArgs a{};
@@ -265,6 +297,7 @@ mla_status dense_decode(const mla_dense_decode_params &p) {
 
     DeviceScope scope;
     MLA_TRY(scope.enter(p.exec.device, op));
+    MLA_TRY(device_pointers(p, op));
     Plan pl;
     MLA_TRY(make_plan(p, true, &pl, op));
     DecodeArgs a = make_args(p, pl);

@@ -9,8 +9,9 @@ namespace cuda {
 
 // Runs on p.exec.device, ordered on p.exec.stream, with p.exec.workspace as scratch. Every
 // pointer of p (q, cache data, block_table, cache_seqlens, sink, out_rotation positions and
-// tables, out, lse) is a device pointer; nothing of p's data is read on the host, so the call
-// never synchronises the stream. Checks that need no data (dtypes, dims, strides, alignment,
+// tables, out, lse) is a device pointer (plain host memory is refused with
+// MLA_ERR_INVALID_ARGUMENT); nothing of p's data is read on the host, so the call never
+// synchronises the stream. Checks that need no data (dtypes, dims, strides, alignment,
 // workspace size) are made here; data-dependent conditions are handled on the device:
 // cache_seqlens are clamped to [0, max_blocks_per_seq * block_size], a block id outside
 // [0, num_blocks) reads zeros instead of memory, and a rotation position outside a cos / sin

@@ -46,7 +46,8 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
         const Acc w = exp(score - m_new);
         l = l * alpha + w;
         for (int64_t c = lane; c < a.d_v; c += 32)
-            o[c] = o[c] * alpha + (off >= 0 ? w * load_elem<Acc>(a.kv, a.kv_dtype, off + c) : Acc(0));
+            o[c] = o[c] * alpha +
+                   (off >= 0 ? w * load_elem<Acc>(a.kv, a.kv_dtype, off + c) : Acc(0));
         m = m_new;
     }
     const Acc lse = l > Acc(0) ? m + log(l) : Acc(INFINITY);

@@ -130,7 +130,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                 const int r = warp + kWarps * i;
                 const T *src = off >= 0 ? kvg + off : kvg;
                 const int bytes = off >= 0 ? 16 : 0;  // past the sequence: zeros, no read
-                for (int c = lane; c < dchunks; c += 32) ptx::cp_async_16(kb + swz(r, c), src + c * 8, bytes);
+                for (int c = lane; c < dchunks; c += 32)
+                    ptx::cp_async_16(kb + swz(r, c), src + c * 8, bytes);
             }
         };
 
@@ -170,7 +171,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                     // S = Q K^T for this warp's 16 rows x kKeysPerWarp keys.
                     float s[kSTiles][4];
 #pragma unroll
-                    for (int nt = 0; nt < kSTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+                    for (int nt = 0; nt < kSTiles; ++nt)
+                        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
                     const int ar = rg * kRowsPerWarp + (lane & 15), ac = lane >> 4;
                     const int br = kh * kKeysPerWarp + ((lane >> 4) << 3) + (lane & 7);
                     const int bc = (lane >> 3) & 1;
@@ -258,14 +260,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
                             for (int i = 0; i < 4; ++i) af[i] = pa[ks % kOwnSteps][i];
                         } else {
-                            ptx::ldmatrix_x4(af, sP + swz_p(rg * kRowsPerWarp + (lane & 15), 2 * ks + (lane >> 4)));
+                            ptx::ldmatrix_x4(af, sP + swz_p(rg * kRowsPerWarp + (lane & 15),
+                                                            2 * ks + (lane >> 4)));
                         }
 #pragma unroll
                         for (int np = 0; np < kOTiles / 2; ++np) {
                             const int col0 = kh * kOCols + np * 16;
                             if (col0 < dv) {
                                 uint32_t bf[4];
-                                ptx::ldmatrix_x4_trans(bf, kb + swz(ks * 16 + vr, (col0 >> 3) + vc));
+                                ptx::ldmatrix_x4_trans(bf,
+                                                       kb + swz(ks * 16 + vr, (col0 >> 3) + vc));
                                 ptx::mma_16816<T>(o[2 * np], af, bf[0], bf[1]);
                                 ptx::mma_16816<T>(o[2 * np + 1], af, bf[2], bf[3]);
                             }

@@ -7,10 +7,10 @@
 //   O += P V      warpgroup w: all 64 rows x value columns 256 w .. +256, m64n256k16 over the
 //                 64 keys (P K-major, V = the K tile read MN-major: no transposed copy)
 // Key rows arrive by cp.async, addressed row by row through the block table (any
-// block_size), two stages; S of the next tile runs on the tensor cores while P V of this one
-// finishes and its stage refills. Q, K and P live in the 128-byte-swizzled layout that wgmma reads:
-// column block cb (64 elements) of row r at cb * rows * 128 + r * 128, its 16-byte chunk c
-// at c ^ (r % 8).
+// block_size), into two stages; S of tile t + 1 is issued right behind P V of tile t, and the
+// stage of tile t refills (tile t + 2) as soon as P V(t) is done. Q, K and P live in the
+// 128-byte-swizzled layout that wgmma reads: column block cb (64 elements) of row r at
+// cb * rows * 128 + r * 128, its 16-byte chunk c at c ^ (r % 8).
 #pragma once
 #include "cuda/common/check.cuh"
 #include "cuda/common/decode_args.cuh"
@@ -48,6 +48,10 @@ __host__ __device__ inline WgmmaSmem wgmma_smem_layout(int64_t d_qk, int64_t d_v
     s.total = at + 1024;
     return s;
 }
+
+// Bytes of one column block (64 elements) of a 64-row region: Q, a K stage, P.
+constexpr uint32_t kColBlockBytes = 64 * 128;
+static_assert(kBlockRows == 64 && kTileKeys == 64, "64-row regions");
 
 // Swizzled byte offset of the 16-byte chunk holding elements 8 c .. 8 c + 7 of row r, in a
 // region of `rows` rows.
@@ -96,12 +100,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     const T *kvg = static_cast<const T *>(a.kv);
     // This thread's cp.async destination within a stage (see load_k), and the wgmma
     // descriptors at k-step 0: Q and this warpgroup's keys (S), P and its value columns (PV).
-    const uint32_t k_dst = uint32_t((lane >> 3) * kTileKeys * 128 + warp * 128 + (((lane & 7) ^ (warp & 7)) << 4));
+    const uint32_t k_dst =
+        uint32_t((lane >> 3) * kColBlockBytes + warp * 128 + (((lane & 7) ^ (warp & 7)) << 4));
     const uint32_t desc_q0 = desc_lo(sQ, 16);
     const uint32_t desc_k0 = desc_lo(sK + uint32_t(wg) * (kKeysPerWarpgroup * 128), 16);
     const uint32_t desc_p0 = desc_lo(sP, 16);
-    const uint32_t desc_v0 = desc_lo(sK + uint32_t(wg) * (kColsPerWarpgroup / 64) * (kTileKeys * 128),
-                                     kTileKeys * 128);
+    const uint32_t desc_v0 =
+        desc_lo(sK + uint32_t(wg) * (kColsPerWarpgroup / 64) * kColBlockBytes, kColBlockBytes);
 
     for (int64_t u = us; u < ue || (u == ue && te > 0); ++u) {
         const int n_u = int(unit_tiles(sc, u));
@@ -124,8 +129,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (lane < kLoadRows && t < t1 && tok < len) off = key_offset(a, b, kvh, tok);
             return off;
         };
-        // Row warp + 8 i, chunk lane + 32 j lands at kb + k_dst + i * 1024 + j * 4 * rows * 128:
-        // (warp + 8 i) % 8 = warp % 8, so the swizzle is the same for all of a thread's copies.
+        // Row warp + 8 i, chunk lane + 32 j lands at k_dst + i * 1024 + j * 4 * kColBlockBytes
+        // in the stage: (warp + 8 i) % 8 = warp % 8, so one swizzle serves all of a thread's
+        // copies.
         auto load_k = [&](int buf, int64_t my_off) {
             const uint32_t kb = sK + uint32_t(buf) * k_stage + k_dst;
 #pragma unroll 1
@@ -136,25 +142,27 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
                 for (int j = 0; j < (kChunks + 31) / 32; ++j)
                     if (j * 32 + 32 <= kChunks || lane + j * 32 < kChunks)
-                        ptx::cp_async_16(kb + uint32_t(i * 1024 + j * 4 * kTileKeys * 128),
+                        ptx::cp_async_16(kb + uint32_t(i * 1024 + j * 4 * kColBlockBytes),
                                          src + j * 256, bytes);
             }
         };
         // S = Q K^T for the tile in stage buf: 64 rows x this warpgroup's 32 keys, issued
-        // asynchronously (one commit group).
-        // Two accumulator chains (even and odd k-steps), summed after the wait: half the
-        // dependent chain length of one.
+        // asynchronously (one commit group) into two accumulator chains (even and odd k-steps,
+        // summed after the wait: half the dependent chain length of one). Descriptors advance
+        // by compile-time constants (16-byte units): k-step ks is 32 bytes into column block
+        // ks / 4.
         float s[16], s2[16];
-        // Descriptors advance by compile-time constants (address field in 16-byte units).
+        auto kofs = [](int ks) {
+            return uint32_t(((ks >> 2) * kColBlockBytes + (ks & 3) * 32) >> 4);
+        };
         auto issue_s = [&](int buf) {
             const uint32_t dk = desc_k0 + ((uint32_t(buf) * k_stage) >> 4);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < kSteps; ks += 2) {
-                const uint32_t kofs = uint32_t(((ks >> 2) * 8192 + (ks & 3) * 32) >> 4);
-                const uint32_t kofs2 = uint32_t((((ks + 1) >> 2) * 8192 + ((ks + 1) & 3) * 32) >> 4);
-                wgmma_m64n32k16<T, 0>(s, desc(desc_q0 + kofs), desc(dk + kofs), ks > 0);
-                wgmma_m64n32k16<T, 0>(s2, desc(desc_q0 + kofs2), desc(dk + kofs2), ks > 0);
+                wgmma_m64n32k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), ks > 0);
+                wgmma_m64n32k16<T, 0>(s2, desc(desc_q0 + kofs(ks + 1)), desc(dk + kofs(ks + 1)),
+                                      ks > 0);
             }
             wgmma_commit();
         };
@@ -236,8 +244,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                 float rs[2] = {0.f, 0.f};
 #pragma unroll
                 for (int nt = 0; nt < 4; ++nt) {
-                    const float p0 = exp2f(s[nt * 4 + 0] - mu[0]), p1 = exp2f(s[nt * 4 + 1] - mu[0]);
-                    const float p2 = exp2f(s[nt * 4 + 2] - mu[1]), p3 = exp2f(s[nt * 4 + 3] - mu[1]);
+                    const float p0 = exp2f(s[nt * 4 + 0] - mu[0]);
+                    const float p1 = exp2f(s[nt * 4 + 1] - mu[0]);
+                    const float p2 = exp2f(s[nt * 4 + 2] - mu[1]);
+                    const float p3 = exp2f(s[nt * 4 + 3] - mu[1]);
                     rs[0] += p0 + p1;
                     rs[1] += p2 + p3;
                     const int c = wg * (kKeysPerWarpgroup / 8) + nt;  // 16-byte chunk of P's row
@@ -262,10 +272,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
                 // O += P V: 64 rows x this warpgroup's 256 value columns, over the 64 keys.
                 wgmma_fence();
-                const uint32_t dv = desc_v0 + ((uint32_t(buf) * k_stage) >> 4);
+                const uint32_t desc_v = desc_v0 + ((uint32_t(buf) * k_stage) >> 4);
 #pragma unroll
-                for (int ks = 0; ks < kTileKeys / 16; ++ks)
-                    wgmma_m64n256k16<T, 1>(o, desc(desc_p0 + ks * 2), desc(dv + ks * 128), 1);
+                for (int ks = 0; ks < kTileKeys / 16; ++ks)  // 16 keys: 32 bytes of P, 2 KB of V
+                    wgmma_m64n256k16<T, 1>(o, desc(desc_p0 + ks * 2), desc(desc_v + ks * 128), 1);
                 wgmma_commit();
 
                 if (t + 1 < t1) {
