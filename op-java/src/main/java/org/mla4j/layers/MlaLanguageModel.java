@@ -75,6 +75,15 @@ public final class MlaLanguageModel {
     public void configureTraining(IUpdater updater) {
         sd.setTrainingConfig(TrainingConfig.builder().updater(updater)
                 .dataSetFeatureMapping("tokens", "positions").dataSetLabelMapping("labels").build());
+        // ND4J 1.0.0-M2.1 prints a line to System.out for every op it differentiates; build the
+        // gradient graph now with those lines held back.
+        java.io.PrintStream out = System.out;
+        try {
+            System.setOut(new java.io.PrintStream(java.io.OutputStream.nullOutputStream()));
+            sd.createGradFunction();
+        } finally {
+            System.setOut(out);
+        }
     }
 
     /** One optimiser step on {@code tokens [b, s]} predicting {@code next [b, s]}; returns the loss before the step. */

@@ -5,6 +5,7 @@ import java.util.Random;
 import org.mla4j.Mla4j;
 import org.mla4j.cache.PagedKvCache;
 import org.mla4j.layers.MlaLanguageModel;
+import org.mla4j.ops.CacheLayout;
 import org.mla4j.layers.MlaV3Config;
 import org.mla4j.ops.RopeConfig;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -17,8 +18,9 @@ import org.nd4j.linalg.ops.transforms.Transforms;
 /**
  * Trains a tiny character-level language model with DeepSeek-V3-style MLA attention on the
  * embedded corpus (Genesis, KJV), in SameDiff on the CPU, then reports held-out perplexity,
- * saves and reloads the model, checks that paged-cache decode gives the same next-token
- * distribution as the full forward, and generates text with the BF16 paged KV cache.
+ * saves and reloads the model, checks that decode from paged KV caches in BF16 and FP8 gives
+ * the same next-token distributions as the full forward, and generates text with the BF16
+ * paged KV cache.
  *
  * <p>Arguments (optional): {@code steps batch seqLen}; defaults 300 16 64.
  */
@@ -71,30 +73,38 @@ public final class MlaTrainSample {
         System.out.printf("saved to %s (%d KB); reloaded model loss %.6f vs %.6f%n", file, file.length() / 1024,
                 lossLoaded, lossSaved);
 
+        // Decode the prompt token by token from paged KV caches (absorbed MLA, one latent row per
+        // token) and compare each next-token distribution with the full-sequence forward.
         String prompt = "And God said unto Abraham, ";
-        MlaLanguageModel.Generator gen = loaded.generator(dQk -> PagedKvCache.plain(DataType.BFLOAT16, dQk, 16, 32, 1, 32));
-        INDArray promptIds = Nd4j.createFromArray(new int[][] {corpus.encode(prompt)}).castTo(DataType.INT);
-        INDArray full = loaded.logits(promptIds);
-        INDArray logits = null;
-        double maxDiff = 0;
         int[] ids = corpus.encode(prompt);
+        INDArray full = loaded.logits(Nd4j.createFromArray(new int[][] {ids}).castTo(DataType.INT));
+        CacheLayout fp8 = CacheLayout.v32(attn.kvLora, attn.qkRope, 16);
+        MlaLanguageModel.Generator genBf16 = loaded.generator(dQk -> PagedKvCache.plain(DataType.BFLOAT16, dQk, 16, 32, 1, 32));
+        MlaLanguageModel.Generator genFp8 = loaded.generator(dQk -> PagedKvCache.fp8(fp8, 16, 32, 1, 32));
+        System.out.println("\ndecode from the paged KV cache vs the full forward, over the prompt:");
+        System.out.println(" cache       | bytes/token/layer | max next-token probability difference");
+        System.out.println("-------------+-------------------+---------------------------------------");
+        INDArray logits = null;
+        double[] worst = new double[2];
         for (int t = 0; t < ids.length; t++) {
-            logits = gen.step(new int[] {ids[t]});
-            INDArray p = Transforms.softmax(logits.castTo(DataType.DOUBLE));
             INDArray q = Transforms.softmax(full.get(NDArrayIndex.point(0), NDArrayIndex.point(t), NDArrayIndex.all())
                     .reshape(1, vocab).castTo(DataType.DOUBLE));
-            maxDiff = Math.max(maxDiff, Transforms.abs(p.sub(q)).maxNumber().doubleValue());
+            logits = genBf16.step(new int[] {ids[t]});
+            worst[0] = Math.max(worst[0], Transforms.abs(Transforms.softmax(logits.castTo(DataType.DOUBLE)).sub(q)).maxNumber().doubleValue());
+            INDArray l8 = genFp8.step(new int[] {ids[t]});
+            worst[1] = Math.max(worst[1], Transforms.abs(Transforms.softmax(l8.castTo(DataType.DOUBLE)).sub(q)).maxNumber().doubleValue());
         }
-        System.out.printf("decode from the BF16 paged cache vs full forward: max next-token probability difference %.2e%n", maxDiff);
+        System.out.printf(" BF16        | %17d | %.2e%n", 2 * attn.dQkAbsorbed(), worst[0]);
+        System.out.printf(" FP8 (V32)   | %17d | %.2e%n", fp8.blockBytes(16) / 16, worst[1]);
 
         StringBuilder text = new StringBuilder(prompt);
         Random sampler = new Random(7);
         for (int i = 0; i < 240; i++) {
             int next = sample(logits, 0.7, sampler);
             text.append(corpus.vocab[next]);
-            logits = gen.step(new int[] {next});
+            logits = genBf16.step(new int[] {next});
         }
-        System.out.println("\ngenerated (temperature 0.7):\n" + text + "\n");
+        System.out.println("\ngenerated from the BF16 paged cache (temperature 0.7):\n" + text + "\n");
         boolean learned = after < before - 1.0;
         System.out.println(learned ? "training reduced the held-out loss." : "WARNING: the held-out loss did not fall by 1 nat");
     }
