@@ -1612,7 +1612,10 @@ void test_bad_arguments() {
     bad("block_size 0", [](DecodeFixture &f) { f.p.cache.block_size = 0; }, kBad);
     bad("NaN softmax_scale", [](DecodeFixture &f) { f.p.softmax_scale = std::nanf(""); }, kBad);
     bad("negative num_threads", [](DecodeFixture &f) { f.p.exec.num_threads = -2; }, kBad);
-    bad("GPU device", [](DecodeFixture &f) { f.p.exec.device = 0; }, MLA_ERR_UNSUPPORTED);
+    // Without a CUDA device the GPU path is unsupported; with one, this fixture's host memory
+    // is refused as an invalid argument (the GPU path takes device pointers only).
+    bad("GPU device", [](DecodeFixture &f) { f.p.exec.device = 0; },
+        mla_cuda_device_count() > 0 ? MLA_ERR_INVALID_ARGUMENT : MLA_ERR_UNSUPPORTED);
     bad("odd rope_dim", [](DecodeFixture &f) {
         f.p.out_rotation.positions = f.positions.data();
         f.p.out_rotation.rope.rope_dim = 3;
