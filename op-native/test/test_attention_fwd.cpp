@@ -5,6 +5,7 @@
 // and decoded by this file's own code. Outputs are poisoned with NaN before each call and
 // padded with gaps that must stay untouched.
 #include <mla/mla.h>
+#include "test_support.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,21 +25,9 @@ namespace {
 const double kInf = std::numeric_limits<double>::infinity();
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-int g_passed = 0, g_failed = 0;
-
-void report(bool ok, const char *fmt, ...) {
-    if (ok) {
-        ++g_passed;
-        return;
-    }
-    ++g_failed;
-    va_list ap;
-    va_start(ap, fmt);
-    std::fprintf(stdout, "FAIL: ");
-    std::vfprintf(stdout, fmt, ap);
-    std::fprintf(stdout, "\n");
-    va_end(ap);
-}
+using mla_test::g_failed;
+using mla_test::g_passed;
+using mla_test::check;
 
 // ---- element encodings (test-side, independent of the library) ------------------------------
 
@@ -354,7 +343,7 @@ struct Judge {
     void finish(bool gaps_ok) {
         double rel = ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(got2);
         bool ok = !nonfinite && rel < out_tolerance(dt) && !lse_bad && gaps_ok;
-        report(ok, "%s [%s]: rel err %.3g (tol %.1g)%s%s%s%s", name.c_str(), dt_name(dt), rel,
+        check(ok, "%s [%s]: rel err %.3g (tol %.1g)%s%s%s%s", name.c_str(), dt_name(dt), rel,
                out_tolerance(dt), nonfinite ? ", non-finite output" : "",
                lse_bad ? ", " : "", lse_note.c_str(), gaps_ok ? "" : ", wrote outside outputs");
     }
@@ -611,7 +600,7 @@ void run_dense_decode(const DenseDecodeCase &cs, uint64_t seed) {
     p.exec = cpu_exec(cs.threads);
     mla_status st = mla_dense_decode(&p);
     if (st != MLA_OK) {
-        report(false, "dense_decode %s: status %d: %s", cs.name.c_str(), st, mla_last_error());
+        check(false, "dense_decode %s: status %d: %s", cs.name.c_str(), st, mla_last_error());
         return;
     }
 
@@ -864,7 +853,7 @@ void run_sparse_decode(const SparseDecodeCase &cs, uint64_t seed) {
     p.exec = cpu_exec(cs.threads);
     mla_status st = mla_sparse_decode(&p);
     if (st != MLA_OK) {
-        report(false, "sparse_decode %s: status %d: %s", cs.name.c_str(), st, mla_last_error());
+        check(false, "sparse_decode %s: status %d: %s", cs.name.c_str(), st, mla_last_error());
         return;
     }
 
@@ -1106,7 +1095,7 @@ void run_sparse_prefill(const SparsePrefillCase &cs, uint64_t seed) {
     p.exec = cpu_exec(cs.threads);
     mla_status st = mla_sparse_prefill_fwd(&p);
     if (st != MLA_OK) {
-        report(false, "sparse_prefill %s: status %d: %s", cs.name.c_str(), st, mla_last_error());
+        check(false, "sparse_prefill %s: status %d: %s", cs.name.c_str(), st, mla_last_error());
         return;
     }
 
@@ -1282,7 +1271,7 @@ void run_attention(const AttentionCase &cs, uint64_t seed) {
     p.exec = cpu_exec(cs.threads);
     mla_status st = mla_attention_fwd(&p);
     if (st != MLA_OK) {
-        report(false, "attention %s: status %d: %s", cs.name.c_str(), st, mla_last_error());
+        check(false, "attention %s: status %d: %s", cs.name.c_str(), st, mla_last_error());
         return;
     }
 
@@ -1441,7 +1430,7 @@ void expect_status(mla_status got, mla_status want, const char *op, const char *
     bool ok = got == want && msg && msg[0] != 0 &&
               (want == MLA_OK || std::strncmp(msg, op, std::strlen(op)) == 0);
     if (want == MLA_OK) ok = got == MLA_OK;
-    report(ok, "%s %s: status %d (want %d), message \"%s\"", op, what, got, want,
+    check(ok, "%s %s: status %d (want %d), message \"%s\"", op, what, got, want,
            msg ? msg : "(null)");
 }
 
@@ -1585,14 +1574,14 @@ void test_bad_arguments() {
         DecodeFixture f;
         f.poison();
         expect_status(mla_dense_decode(&f.p), MLA_OK, dd, "fixture is valid");
-        report(!f.out_untouched(), "%s fixture writes its outputs", dd);
+        check(!f.out_untouched(), "%s fixture writes its outputs", dd);
     }
     auto bad = [&](const char *what, void (*spoil)(DecodeFixture &), mla_status want) {
         DecodeFixture f;
         f.poison();
         spoil(f);
         expect_status(mla_dense_decode(&f.p), want, dd, what);
-        report(f.out_untouched(), "%s %s: outputs untouched", dd, what);
+        check(f.out_untouched(), "%s %s: outputs untouched", dd, what);
     };
     bad("bad dtype", [](DecodeFixture &f) { f.p.dtype = MLA_INT32; }, kBad);
     bad("negative b", [](DecodeFixture &f) { f.p.b = -1; }, kBad);
@@ -1636,7 +1625,7 @@ void test_bad_arguments() {
         f.p.h_q = 12;
         f.p.cache.h_kv = 5;
         mla_dense_decode(&f.p);
-        report(std::strstr(mla_last_error(), "h_q (12) must be divisible by h_kv (5)") != nullptr,
+        check(std::strstr(mla_last_error(), "h_q (12) must be divisible by h_kv (5)") != nullptr,
                "%s message for h_q %% h_kv: \"%s\"", dd, mla_last_error());
     }
 
@@ -1853,7 +1842,7 @@ void rerun_on_baseline_path() {
     std::string cmd =
         std::string("MLA_TEST_CHILD=1 MLA4J_DISABLE_AVX2=1 MLA4J_NUM_THREADS=5 '") + path + "'";
     int rc = std::system(cmd.c_str());
-    report(rc == 0, "baseline path rerun: exit status %d", rc);
+    check(rc == 0, "baseline path rerun: exit status %d", rc);
     std::printf("--- baseline path: %s\n", rc == 0 ? "ok" : "FAILED");
 }
 

@@ -21,25 +21,14 @@
 #include <vector>
 
 #include "mla/mla.h"
+#include "test_support.h"
 
 namespace {
 
 const double kInf = std::numeric_limits<double>::infinity();
-int g_passed = 0, g_failed = 0;
-
-void check(bool ok, const char *fmt, ...) {
-    if (ok) {
-        ++g_passed;
-        return;
-    }
-    ++g_failed;
-    va_list ap;
-    va_start(ap, fmt);
-    std::printf("FAIL: ");
-    std::vprintf(fmt, ap);
-    std::printf("\n");
-    va_end(ap);
-}
+using mla_test::g_failed;
+using mla_test::g_passed;
+using mla_test::check;
 
 // ---- element types ----------------------------------------------------------------------------
 

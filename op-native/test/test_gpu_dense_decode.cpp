@@ -5,6 +5,7 @@
 // and padded with gaps that must stay untouched; spare cache blocks and the cache slots past
 // each sequence hold NaN, which must not leak. Without a CUDA device every case is skipped.
 #include <mla/mla.h>
+#include "test_support.h"
 
 #include <algorithm>
 #include <atomic>
@@ -24,21 +25,9 @@ namespace {
 
 const double kInf = std::numeric_limits<double>::infinity();
 
-int g_passed = 0, g_failed = 0;
-
-void report(bool ok, const char *fmt, ...) {
-    if (ok) {
-        ++g_passed;
-        return;
-    }
-    ++g_failed;
-    va_list ap;
-    va_start(ap, fmt);
-    std::fprintf(stdout, "FAIL: ");
-    std::vfprintf(stdout, fmt, ap);
-    std::fprintf(stdout, "\n");
-    va_end(ap);
-}
+using mla_test::g_failed;
+using mla_test::g_passed;
+using mla_test::check;
 
 // ---- element encodings (test-side) ----------------------------------------------------------
 
@@ -139,7 +128,7 @@ struct Buf {
 
 bool ok_or_report(mla_status st, const char *what) {
     if (st == MLA_OK) return true;
-    report(false, "%s: status %d: %s", what, st, mla_last_error());
+    check(false, "%s: status %d: %s", what, st, mla_last_error());
     return false;
 }
 
@@ -473,7 +462,7 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
     g.exec.stream = stream;
     const int64_t ws = mla_dense_decode_workspace_size(&g);
     if (ws < 0) {
-        report(false, "%s: workspace query: %s", cs.name.c_str(), mla_last_error());
+        check(false, "%s: workspace query: %s", cs.name.c_str(), mla_last_error());
         return;
     }
     if (ws > 0 && !dws.alloc(ws)) return;
@@ -525,7 +514,7 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
         const bool ok = vs_ref.finite && vs_ref.rel < tol && vs_cpu.rel < tol &&
                         vs_ref.lse_err < 1e-3 && vs_cpu.lse_err < 1e-3 && vs_ref.lse_inf_ok &&
                         vs_cpu.lse_inf_ok && gaps_ok;
-        report(ok, "%s: rel err vs f64 %.3g, vs CPU %.3g (tol %.0e); lse err %.3g / %.3g; "
+        check(ok, "%s: rel err vs f64 %.3g, vs CPU %.3g (tol %.0e); lse err %.3g / %.3g; "
                "finite %d, inf lse %d / %d, gaps untouched %d", name.c_str(), vs_ref.rel,
                vs_cpu.rel, tol, vs_ref.lse_err, vs_cpu.lse_err, int(vs_ref.finite),
                int(vs_ref.lse_inf_ok), int(vs_cpu.lse_inf_ok), int(gaps_ok));
@@ -724,7 +713,7 @@ void test_refusals(void *stream) {
     p.exec.device = 0;
     p.exec.stream = stream;
     mla_status st = mla_dense_decode(&p);
-    report(st == MLA_ERR_UNSUPPORTED, "FP8 V32 cache on the GPU: expected MLA_ERR_UNSUPPORTED, "
+    check(st == MLA_ERR_UNSUPPORTED, "FP8 V32 cache on the GPU: expected MLA_ERR_UNSUPPORTED, "
            "got %d (%s)", st, mla_last_error());
 
     p.cache.kind = MLA_CACHE_PLAIN;
@@ -733,19 +722,19 @@ void test_refusals(void *stream) {
     p.cache.block_stride = 64 * 576;
     p.cache.head_stride = 576;
     const int64_t ws = mla_dense_decode_workspace_size(&p);
-    report(ws > 0, "workspace query for a bf16 576/512 call: expected > 0, got %lld (%s)",
+    check(ws > 0, "workspace query for a bf16 576/512 call: expected > 0, got %lld (%s)",
            (long long)ws, mla_last_error());
     p.exec.workspace = dc.ptr;
     p.exec.workspace_bytes = ws - 1;
     st = mla_dense_decode(&p);
-    report(st == MLA_ERR_INVALID_ARGUMENT, "workspace one byte short: expected "
+    check(st == MLA_ERR_INVALID_ARGUMENT, "workspace one byte short: expected "
            "MLA_ERR_INVALID_ARGUMENT, got %d (%s)", st, mla_last_error());
 
     static uint16_t host_q[16 * 576];
     p.exec.workspace_bytes = ws;
     p.q = host_q;
     st = mla_dense_decode(&p);
-    report(st == MLA_ERR_INVALID_ARGUMENT, "q in plain host memory: expected "
+    check(st == MLA_ERR_INVALID_ARGUMENT, "q in plain host memory: expected "
            "MLA_ERR_INVALID_ARGUMENT, got %d (%s)", st, mla_last_error());
 }
 
