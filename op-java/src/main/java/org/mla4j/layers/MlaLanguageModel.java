@@ -171,6 +171,11 @@ public final class MlaLanguageModel {
             head = sd.getVariable("head").getArr();
         }
 
+        /** Empties every cache (all sequences start again at position 0). */
+        public void reset() {
+            for (PagedKvCache c : caches) for (int i = 0; i < c.maxBatch(); i++) c.reset(i);
+        }
+
         /** Tokens cached so far for sequence 0. */
         public int length() {
             return caches[0].length(0);

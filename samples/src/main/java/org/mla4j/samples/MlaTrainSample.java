@@ -102,6 +102,13 @@ public final class MlaTrainSample {
         for (int i = 0; i < 240; i++) {
             int next = sample(logits, 0.7, sampler);
             text.append(corpus.vocab[next]);
+            if (genBf16.length() >= seqLen) {
+                // The model was trained on windows of seqLen: start the cache again from the
+                // last half window instead of running past the positions it has seen.
+                genBf16.reset();
+                int[] tail = corpus.encode(text.substring(text.length() - seqLen / 2, text.length() - 1));
+                for (int id : tail) genBf16.step(new int[] {id});
+            }
             logits = genBf16.step(new int[] {next});
         }
         System.out.println("\ngenerated from the BF16 paged cache (temperature 0.7):\n" + text + "\n");
