@@ -11,6 +11,7 @@ import org.mla4j.ops.RopeConfig;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * A host-resident paged KV cache for decode: a pool of page blocks shared by up to
@@ -106,10 +107,7 @@ public final class PagedKvCache {
         }
         int b = (int) rows.size(0), n = (int) rows.size(1);
         for (int i = 0; i < b; i++) ensureCapacity(i, seqlens[i] + n);
-        INDArray table = blockTable.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, b),
-                org.nd4j.linalg.indexing.NDArrayIndex.all());
-        INDArray lens = seqlensArray.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, b));
-        Nd4j.exec(KvAppend.inPlace(data, table.dup(), lens.dup(), rows, layout, blockSize));
+        Nd4j.exec(KvAppend.inPlace(data, tableRows(b), lengths(b), rows, layout, blockSize));
         for (int i = 0; i < b; i++) {
             seqlens[i] += n;
             seqlensArray.putScalar(i, seqlens[i]);
@@ -132,10 +130,17 @@ public final class PagedKvCache {
         DenseDecode.Options o = new DenseDecode.Options(dV).causal(causal).softmaxScale(softmaxScale);
         if (layout.isFp8()) o.fp8(layout, blockSize);
         if (rope != null) o.rope(rope);
-        INDArray table = blockTable.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, b),
-                org.nd4j.linalg.indexing.NDArrayIndex.all()).dup();
-        INDArray lens = seqlensArray.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, b)).dup();
-        return Nd4j.exec(new DenseDecode(q, data, table, lens, sink, outPositions, o));
+        return Nd4j.exec(new DenseDecode(q, data, tableRows(b), lengths(b), sink, outPositions, o));
+    }
+
+    /** The block-table rows of sequences 0..b-1 (a contiguous copy). */
+    private INDArray tableRows(int b) {
+        return blockTable.get(NDArrayIndex.interval(0, b), NDArrayIndex.all()).dup();
+    }
+
+    /** The cached lengths of sequences 0..b-1 (a contiguous copy). */
+    private INDArray lengths(int b) {
+        return seqlensArray.get(NDArrayIndex.interval(0, b)).dup();
     }
 
     /** Forgets sequence i and returns its blocks to the pool. */

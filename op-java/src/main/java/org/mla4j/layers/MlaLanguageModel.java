@@ -197,8 +197,7 @@ public final class MlaLanguageModel {
         }
 
         private INDArray rmsNorm(INDArray x, INDArray g) {
-            INDArray ms = x.mul(x).mean(true, 1);
-            return x.divColumnVector(org.nd4j.linalg.ops.transforms.Transforms.sqrt(ms.addi(attn.rmsEps))).muliRowVector(g);
+            return MlaV3Decoder.rmsNorm(x, g, attn.rmsEps);
         }
     }
 }

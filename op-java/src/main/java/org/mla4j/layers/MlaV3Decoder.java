@@ -67,8 +67,13 @@ public final class MlaV3Decoder {
     }
 
     private INDArray rmsNorm(INDArray x, INDArray g) {
+        return rmsNorm(x, g, cfg.rmsEps);
+    }
+
+    /** Eager RMSNorm of the rows of {@code x [b, n]} with gain {@code g [n]}. */
+    static INDArray rmsNorm(INDArray x, INDArray g, double eps) {
         INDArray ms = x.mul(x).mean(true, 1);
-        return x.divColumnVector(Nd4j.math().sqrt(ms.addi(cfg.rmsEps))).muliRowVector(g);
+        return x.divColumnVector(Nd4j.math().sqrt(ms.addi(eps))).muliRowVector(g);
     }
 
     private INDArray rope(INDArray x, INDArray pos) {

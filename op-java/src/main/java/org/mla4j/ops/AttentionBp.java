@@ -35,8 +35,8 @@ public class AttentionBp extends MlaOp {
 
     private Attention fwd() {
         Attention f = new Attention();
-        f.addIArgument(SparsePrefillBp.toLongs(iArguments));
-        f.addTArgument(SparsePrefillBp.toDoubles(tArguments));
+        f.addIArgument(iArgs());
+        f.addTArgument(tArgs());
         return f;
     }
 

@@ -35,22 +35,11 @@ public class SparsePrefillBp extends MlaOp {
 
     private SparsePrefill fwd() {
         SparsePrefill f = new SparsePrefill();
-        f.addIArgument(toLongs(iArguments));
-        f.addTArgument(toDoubles(tArguments));
+        f.addIArgument(iArgs());
+        f.addTArgument(tArgs());
         return f;
     }
 
-    static long[] toLongs(List<Long> l) {
-        long[] a = new long[l.size()];
-        for (int i = 0; i < a.length; i++) a[i] = l.get(i);
-        return a;
-    }
-
-    static double[] toDoubles(List<Double> l) {
-        double[] a = new double[l.size()];
-        for (int i = 0; i < a.length; i++) a[i] = l.get(i);
-        return a;
-    }
 
     @Override
     public String opName() { return OP_NAME; }
