@@ -168,11 +168,13 @@ struct Case {
     int rot = kNoRot;
     int64_t pad = 8;        // extra elements between rows / heads / tokens (odd: misaligned)
     double amp = 1.0;       // query amplitude (scores grow with it)
+    bool nan_last_key = false;  // value dims of each request's last key NaN (causal, s_q > 1)
 };
 
 struct Outcome {
     double rel = 0, lse_err = 0;
     bool finite = true, lse_inf_ok = true, gaps_ok = true;
+    bool nan_rows_ok = true;  // rows that see a NaN key are NaN in every element
 };
 
 // Global ||out - ref|| / ||ref|| over all rows, max |lse - ref| over finite ones, infinities
@@ -184,6 +186,13 @@ void compare(const Buf &out, const std::vector<float> &lse, const std::vector<do
     double num = 0, den = 0;
     const int64_t rows = int64_t(ref_lse.size());
     for (int64_t r = 0; r < rows; ++r) {
+        bool nan_row = false;
+        for (int64_t c = 0; c < d_v; ++c) nan_row |= std::isnan(ref_out[size_t(r * d_v + c)]);
+        if (nan_row) {  // the row sees a NaN key: NaN out, lse not compared
+            for (int64_t c = 0; c < d_v; ++c)
+                if (!std::isnan(out.get(out_index[size_t(r)] + c))) o->nan_rows_ok = false;
+            continue;
+        }
         for (int64_t c = 0; c < d_v; ++c) {
             double g = out.get(out_index[size_t(r)] + c), e = ref_out[size_t(r * d_v + c)];
             if (!std::isfinite(g)) o->finite = false;
@@ -253,6 +262,14 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
         return table[size_t(i * table_st + t / bs)] * block_st + (t % bs) * token_st +
                kvh * head_st;
     };
+    // A NaN in the last key's values: hidden from queries j < s_q - 1 by the causal mask, so
+    // their rows must stay finite; query s_q - 1 sees it and is NaN.
+    if (cs.nan_last_key)
+        for (int64_t i = 0; i < b; ++i)
+            if (cs.seqlens[size_t(i)] > 0)
+                for (int64_t h = 0; h < h_kv; ++h)
+                    for (int64_t e = 0; e < d_v; e += 7)
+                        cache.set(key_base(i, cs.seqlens[size_t(i)] - 1, h) + e, qnan);
 
     // q [b, s_q, h_q, d_qk] and out [b, s_q, h_q, d_v] with padded strides.
     const int64_t qs2 = d_qk + cs.pad, qs1 = h_q * qs2 + cs.pad, qs0 = s_q * qs1 + cs.pad;
@@ -513,11 +530,12 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
             if (!inside[size_t(i)] && !out_gpu.poisoned(i)) gaps_ok = false;
         const bool ok = vs_ref.finite && vs_ref.rel < tol && vs_cpu.rel < tol &&
                         vs_ref.lse_err < 1e-3 && vs_cpu.lse_err < 1e-3 && vs_ref.lse_inf_ok &&
-                        vs_cpu.lse_inf_ok && gaps_ok;
+                        vs_cpu.lse_inf_ok && gaps_ok && vs_ref.nan_rows_ok && vs_cpu.nan_rows_ok;
         check(ok, "%s: rel err vs f64 %.3g, vs CPU %.3g (tol %.0e); lse err %.3g / %.3g; "
-               "finite %d, inf lse %d / %d, gaps untouched %d", name.c_str(), vs_ref.rel,
-               vs_cpu.rel, tol, vs_ref.lse_err, vs_cpu.lse_err, int(vs_ref.finite),
-               int(vs_ref.lse_inf_ok), int(vs_cpu.lse_inf_ok), int(gaps_ok));
+               "finite %d, inf lse %d / %d, gaps untouched %d, NaN rows %d / %d", name.c_str(),
+               vs_ref.rel, vs_cpu.rel, tol, vs_ref.lse_err, vs_cpu.lse_err, int(vs_ref.finite),
+               int(vs_ref.lse_inf_ok), int(vs_cpu.lse_inf_ok), int(gaps_ok),
+               int(vs_ref.nan_rows_ok), int(vs_cpu.nan_rows_ok));
         std::printf("  %-72s rel %.2e / %.2e  lse %.1e  %s\n", name.c_str(), vs_ref.rel,
                     vs_cpu.rel, std::max(vs_ref.lse_err, vs_cpu.lse_err), ok ? "ok" : "FAILED");
     }
@@ -536,6 +554,7 @@ std::string describe(const Case &c) {
     if (c.rot == kRotFreq) s += " vvpa";
     if (c.rot == kRotTable) s += " vvpa-table";
     if (c.pad % 8) s += " unaligned";
+    if (c.nan_last_key) s += " nan-hidden-key";
     return s;
 }
 
@@ -583,6 +602,24 @@ std::vector<Case> make_cases() {
         c.block_size = 64;
         c.sink = kMixedSink;
         cases.push_back(c);
+    }
+    // A NaN key inside the sequence that the causal mask hides from some query rows of a
+    // block (h_q 16 x s_q 4 share one 64-row block), also across split units (h_q 128).
+    {
+        Case c;
+        c.h_q = 16;
+        c.s_q = 4;
+        c.causal = true;
+        c.block_size = 61;
+        c.seqlens = {200, 3, 1, 130};
+        c.nan_last_key = true;
+        cases.push_back(c);
+        Case d;
+        d.s_q = 2;
+        d.causal = true;
+        d.seqlens = {6000, 64, 2};
+        d.nan_last_key = true;
+        cases.push_back(d);
     }
     // Every request empty.
     {

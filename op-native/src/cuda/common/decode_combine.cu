@@ -48,6 +48,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
     if (r < rows_blk) {
         // lse of every piece; an empty partition (start == end) left nothing.
         float mx = -INFINITY;
+        bool nan_piece = false;  // a NaN key the row sees: the row is NaN (as on the CPU)
         for (int k = lane; k < pieces; k += 32) {
             const int p = first + k;
             const int32_t *pp = s.part + 2 * p;
@@ -57,16 +58,18 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
             slot[k] = sl;
             weight[k] = l;
             mx = fmaxf(mx, l);
+            nan_piece |= l != l;
         }
+        nan_piece = __any_sync(0xffffffffu, nan_piece);
         for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         float sum = 0.f;
         if (mx > -INFINITY)
             for (int k = lane; k < pieces; k += 32) sum += expf(weight[k] - mx);
         for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        const float lse = mx > -INFINITY ? mx + logf(sum) : INFINITY;
+        const float lse = nan_piece ? NAN : mx > -INFINITY ? mx + logf(sum) : INFINITY;
         __syncwarp();
         for (int k = lane; k < pieces; k += 32)
-            weight[k] = mx > -INFINITY ? expf(weight[k] - lse) : 0.f;
+            weight[k] = nan_piece ? NAN : mx > -INFINITY ? expf(weight[k] - lse) : 0.f;
         __syncwarp();
         for (int64_t c = 4 * lane; c < a.d_v; c += 128) {  // d_v % 16 == 0 on these paths
             float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);

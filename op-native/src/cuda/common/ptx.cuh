@@ -87,6 +87,30 @@ __device__ __forceinline__ void named_barrier(int id, int count) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+// Exponent bits of a 16-bit float type: all set means Inf or NaN.
+template <typename T>
+struct ExpMask;
+template <>
+struct ExpMask<__nv_bfloat16> {
+    static constexpr uint32_t value = 0x7f80u;
+};
+template <>
+struct ExpMask<__half> {
+    static constexpr uint32_t value = 0x7c00u;
+};
+
+// Zeroes the non-finite halves of two packed 16-bit values (the low half only when lo, the
+// high half only when hi). Used on the value rows of keys that the causal mask hides from
+// some query rows of a block: their P is 0 there, and 0 * NaN in P V would leak into rows
+// that never see the key (rows that do see it get NaN through their score anyway).
+template <typename T>
+__device__ __forceinline__ uint32_t zero_nonfinite2(uint32_t v, bool lo, bool hi) {
+    constexpr uint32_t m = ExpMask<T>::value;
+    if (lo && (v & m) == m) v &= 0xffff0000u;
+    if (hi && ((v >> 16) & m) == m) v &= 0x0000ffffu;
+    return v;
+}
+
 }  // namespace ptx
 }  // namespace cuda
 }  // namespace mla

@@ -251,7 +251,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                     }
                     ptx::named_barrier(1 + rg, 64);
 
-                    // O += P V over the tile's keys, this warp's value columns.
+                    // O += P V over the tile's keys, this warp's value columns. Keys past
+                    // min_lim are hidden from some rows of the block by the causal mask.
+                    const bool hidden_zone = masked && a.causal && a.s_q > 1;
                     const int vr = ((lane >> 3) & 1) * 8 + (lane & 7), vc = lane >> 4;
 #pragma unroll
                     for (int ks = 0; ks < kPvSteps; ++ks) {
@@ -270,6 +272,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                                 uint32_t bf[4];
                                 ptx::ldmatrix_x4_trans(bf,
                                                        kb + swz(ks * 16 + vr, (col0 >> 3) + vc));
+                                if (hidden_zone) {  // see ptx::zero_nonfinite2
+#pragma unroll
+                                    for (int i = 0; i < 4; ++i) {
+                                        const int key = t * BN + ks * 16 + (i & 1) * 8 + q4 * 2;
+                                        bf[i] = ptx::zero_nonfinite2<T>(bf[i], key > min_lim,
+                                                                        key + 1 > min_lim);
+                                    }
+                                }
                                 ptx::mma_16816<T>(o[2 * np], af, bf[0], bf[1]);
                                 ptx::mma_16816<T>(o[2 * np + 1], af, bf[2], bf[3]);
                             }
@@ -297,8 +307,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int i = 0; i < 2; ++i) {
                 const int r = row0 + 8 * i;
                 const float lt = s_l[r] + s_l[kBlockRows + r];
-                lse[i] = lt > 0.f ? m[i] * kLn2 + logf(lt) : (complete ? INFINITY : -INFINITY);
-                inv[i] = lt > 0.f ? 1.f / lt : 0.f;
+                // NaN lt: the row saw a NaN key; lse and out stay NaN, through the combine too.
+                lse[i] = !(lt <= 0.f) ? m[i] * kLn2 + logf(lt)
+                                      : (complete ? INFINITY : -INFINITY);
+                inv[i] = !(lt <= 0.f) ? 1.f / lt : 0.f;
             }
         }
         if (complete) {

@@ -230,7 +230,23 @@ __global__ void __launch_bounds__(kThreads, 1)
                     s_max[wg * kBlockRows + row0] = mx[0];
                     s_max[wg * kBlockRows + row1] = mx[1];
                 }
-                ptx::named_barrier(1, kThreads);
+                ptx::named_barrier(1, kThreads);  // also: both warpgroups' S(t) reads are done
+
+                // Keys past min_lim are hidden from some rows by the causal mask: zero the
+                // non-finite values of their value dims before P V reads them (ptx.cuh says why).
+                if (masked && a.causal && a.s_q > 1) {
+                    const int z0 = max(min_lim + 1, t * kTileKeys);
+                    const int z1 = min(len, (t + 1) * kTileKeys);
+                    const int words = (dv + 7) / 8 * 4;  // 4-byte words of the value chunks
+#pragma unroll 1
+                    for (int i = tid; i < (z1 - z0) * words; i += kThreads) {
+                        const int r = z0 - t * kTileKeys + i / words, w = i % words;
+                        uint32_t *word = reinterpret_cast<uint32_t *>(
+                            smem + L.k + int64_t(buf) * k_stage + swz128(r, w >> 2, kBlockRows) +
+                            (w & 3) * 4);
+                        *word = ptx::zero_nonfinite2<T>(*word, true, true);
+                    }
+                }
 
                 float mu[2], alpha[2];
 #pragma unroll
@@ -317,8 +333,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < 2; ++i) {
             const int r = row0 + 8 * i;
             const float lt = s_l[r] + s_l[kBlockRows + r];
-            lse[i] = lt > 0.f ? m[i] * kLn2 + logf(lt) : (complete ? INFINITY : -INFINITY);
-            inv[i] = lt > 0.f ? 1.f / lt : 0.f;
+            // NaN lt: the row saw a NaN key; lse and out stay NaN, through the combine too.
+            lse[i] = !(lt <= 0.f) ? m[i] * kLn2 + logf(lt)
+                                  : (complete ? INFINITY : -INFINITY);
+            inv[i] = !(lt <= 0.f) ? 1.f / lt : 0.f;
         }
         if (complete) {
             ptx::cp_async_wait<0>();
