@@ -2,7 +2,9 @@ package org.mla4j;
 
 import java.lang.reflect.Field;
 import org.mla4j.exec.MlaCpuExecutioner;
+import org.mla4j.exec.MlaExecutioner;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.gpu.Placement;
 import org.mla4j.ops.OpRegistry;
 import org.nd4j.linalg.api.ops.executioner.OpExecutioner;
 import org.nd4j.linalg.factory.Nd4j;
@@ -24,6 +26,8 @@ import org.nd4j.linalg.factory.Nd4j;
  * gradients or loads one from disk. Calling it more than once is harmless.
  */
 public final class Mla4j {
+    /** The executioner for ND4J's CUDA backend, in the module org.mla4j:mla4j-cuda. */
+    static final String CUDA_EXECUTIONER = "org.mla4j.cuda.MlaCudaExecutioner";
     private static volatile boolean installed;
 
     private Mla4j() {}
@@ -34,28 +38,50 @@ public final class Mla4j {
         NativeLib.load();
         OpRegistry.registerAll();
         String backend = currentBackendClassName();
-        if (backend != null && !backend.contains(".cpu.")) {
+        String executioner = MlaCpuExecutioner.class.getName();
+        if (backend != null && backend.contains(".jcublas.")) {
+            executioner = CUDA_EXECUTIONER;
+        } else if (backend != null && !backend.contains(".cpu.")) {
             throw new IllegalStateException("mla4j: ND4J backend " + backend
-                    + " is not supported by this build of mla4j; use nd4j-native (CPU)");
+                    + " is not supported; use nd4j-native (CPU) or nd4j-cuda-11.6 with org.mla4j:mla4j-cuda");
         }
         // Before ND4J initialises, the property alone picks our executioner; after, the
         // instance ND4J already made is replaced.
-        System.setProperty("opexec", MlaCpuExecutioner.class.getName());
+        System.setProperty("opexec", executioner);
         OpExecutioner current = Nd4j.getExecutioner();
-        if (!(current instanceof MlaCpuExecutioner)) {
-            replaceExecutioner(new MlaCpuExecutioner());
+        if (!(current instanceof MlaExecutioner)) {
+            replaceExecutioner(newExecutioner(executioner));
         }
         installed = true;
     }
 
     /** Whether {@link #install()} has run in this JVM. */
     public static boolean isInstalled() {
-        return installed && Nd4j.getExecutioner() instanceof MlaCpuExecutioner;
+        return installed && Nd4j.getExecutioner() instanceof MlaExecutioner;
     }
 
     /** Version of the native C ABI and the targets compiled into it, e.g. "abi 1, cpu,sm90a". */
     public static String nativeInfo() {
         return NativeLib.describe();
+    }
+
+    /**
+     * Runs plugin ops that have a CUDA kernel (dense decode) on GPU {@code device}, copying
+     * their small operands in and results out; ND4J's arrays stay on the CPU backend. The same
+     * switch as {@code -Dmla4j.device=<ordinal>} (or {@code gpu}); see {@link Placement}.
+     */
+    public static void useGpu(int device) {
+        Placement.useGpu(device);
+    }
+
+    /** Runs every plugin op on the CPU (the default). */
+    public static void useCpu() {
+        Placement.useCpu();
+    }
+
+    /** Where plugin ops with a CUDA kernel run: a CUDA device ordinal, or -1 for the CPU. */
+    public static int device() {
+        return Placement.device();
     }
 
     /** The mla4j op namespace of a SameDiff instance: {@code Mla4j.ops(sd).attention(...)}. */
@@ -71,6 +97,17 @@ public final class Mla4j {
         }
     }
 
+    private static OpExecutioner newExecutioner(String className) {
+        try {
+            return (OpExecutioner) Class.forName(className).getDeclaredConstructor().newInstance();
+        } catch (ClassNotFoundException e) {
+            throw new IllegalStateException("mla4j: ND4J runs on its CUDA backend; add the module "
+                    + "org.mla4j:mla4j-cuda (class " + className + ") to the class path", e);
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("mla4j: cannot create the executioner " + className, e);
+        }
+    }
+
     private static void replaceExecutioner(OpExecutioner executioner) {
         try {
             Field f = Nd4j.class.getDeclaredField("OP_EXECUTIONER_INSTANCE");
@@ -78,7 +115,7 @@ public final class Mla4j {
             f.set(null, executioner);
         } catch (ReflectiveOperationException e) {
             throw new IllegalStateException("mla4j: cannot install the op executioner into ND4J "
-                    + "(start the JVM with -Dopexec=" + MlaCpuExecutioner.class.getName() + ")", e);
+                    + "(start the JVM with -Dopexec=" + executioner.getClass().getName() + ")", e);
         }
     }
 }

@@ -12,7 +12,7 @@ import org.nd4j.linalg.cpu.nativecpu.ops.NativeOpExecutioner;
  * ND4J's CPU executioner with one change: mla4j ops run through the plugin's native library;
  * every other op goes to ND4J as before. Installed by {@link org.mla4j.Mla4j#install()}.
  */
-public class MlaCpuExecutioner extends NativeOpExecutioner {
+public class MlaCpuExecutioner extends NativeOpExecutioner implements MlaExecutioner {
 
     @Override
     public INDArray[] exec(CustomOp op) {

@@ -1,7 +1,7 @@
 package org.mla4j.layers;
 
 import java.util.Map;
-import org.mla4j.cache.PagedKvCache;
+import org.mla4j.cache.KvCache;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.autodiff.samediff.TrainingConfig;
@@ -143,15 +143,15 @@ public final class MlaLanguageModel {
         return new Generator(caches);
     }
 
-    /** Makes one paged cache per layer, for rows of {@code dQk} values. */
+    /** Makes one paged cache per layer (host or device), for rows of {@code dQk} values. */
     public interface CacheFactory {
-        PagedKvCache create(int dQk);
+        KvCache create(int dQk);
     }
 
     /** Incremental decode: feed one token per sequence, get the next-token logits. */
-    public final class Generator {
+    public final class Generator implements AutoCloseable {
         private final MlaV3Decoder[] decoders = new MlaV3Decoder[layers];
-        private final PagedKvCache[] caches = new PagedKvCache[layers];
+        private final KvCache[] caches = new KvCache[layers];
         private final INDArray emb, gOut, head;
         private final INDArray[] g1 = new INDArray[layers], g2 = new INDArray[layers], w1 = new INDArray[layers],
                 w2 = new INDArray[layers];
@@ -173,7 +173,7 @@ public final class MlaLanguageModel {
 
         /** Empties every cache (all sequences start again at position 0). */
         public void reset() {
-            for (PagedKvCache c : caches) for (int i = 0; i < c.maxBatch(); i++) c.reset(i);
+            for (KvCache c : caches) for (int i = 0; i < c.maxBatch(); i++) c.reset(i);
         }
 
         /** Tokens cached so far for sequence 0. */
@@ -198,6 +198,12 @@ public final class MlaLanguageModel {
 
         private INDArray rmsNorm(INDArray x, INDArray g) {
             return MlaV3Decoder.rmsNorm(x, g, attn.rmsEps);
+        }
+
+        /** Closes the caches (frees device memory of device caches). */
+        @Override
+        public void close() {
+            for (KvCache c : caches) c.close();
         }
     }
 }

@@ -1,6 +1,6 @@
 package org.mla4j.layers;
 
-import org.mla4j.cache.PagedKvCache;
+import org.mla4j.cache.KvCache;
 import org.mla4j.ops.Rope;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -40,7 +40,7 @@ public final class MlaV3Decoder {
      * sequence's current length). Appends the token's latent row to the cache and returns the
      * block output {@code [b, d_model]}.
      */
-    public INDArray step(INDArray x, int[] positions, PagedKvCache cache) {
+    public INDArray step(INDArray x, int[] positions, KvCache cache) {
         int b = (int) x.size(0), h = cfg.heads;
         DataType t = x.dataType();
         INDArray pos = Nd4j.createFromArray(positions).reshape(b, 1);
@@ -52,12 +52,12 @@ public final class MlaV3Decoder {
         INDArray c = rmsNorm(x.mmul(wDkv), gKv);
         INDArray kr = rope(x.mmul(wKr).reshape('c', b, 1, 1, cfg.qkRope), pos).reshape('c', b, cfg.qkRope);
         INDArray latentRow = Nd4j.concat(1, c, kr).reshape('c', b, 1, cfg.dQkAbsorbed());
-        cache.append(latentRow.castTo(cache.layout().isFp8() ? DataType.FLOAT : cache.data().dataType()));
+        cache.append(latentRow.castTo(cache.rowType()));
 
         // q^_h = [W_uk,h qc_h ; qr_h], batched over heads: [h, b, nope] x [h, nope, kvLora]
         INDArray qLatent = Nd4j.matmul(qc.permute(1, 0, 2).dup('c'), wUkT).permute(1, 0, 2);
         INDArray qAbs = Nd4j.concat(2, qLatent.dup('c'), qr).reshape('c', b, 1, h, cfg.dQkAbsorbed());
-        INDArray qDecode = cache.layout().isFp8() ? qAbs : qAbs.castTo(cache.data().dataType());
+        INDArray qDecode = cache.queryType() == null ? qAbs : qAbs.castTo(cache.queryType());
         INDArray latentOut = cache.decode(qDecode, cfg.kvLora, true, cfg.softmaxScale())[0].castTo(t);
 
         // o_h = W_uv,h^T o_latent,h: [h, b, kvLora] x [h, kvLora, v] -> [b, h * v]

@@ -1,5 +1,6 @@
 package org.mla4j.ops;
 
+import org.bytedeco.javacpp.Pointer;
 import org.mla4j.exec.NativeLib;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -52,7 +53,12 @@ final class CacheArg {
     }
 
     static void fill(MlaLib.mla_cache c, INDArray cache, CacheLayout l, long blockSizeArg) {
-        c.kind(l.kind).data(NativeLib.ptr(cache)).num_blocks(cache.size(0))
+        fill(c, cache, l, blockSizeArg, NativeLib.ptr(cache));
+    }
+
+    /** As above, with the cache's elements at {@code data} (host or device memory). */
+    static void fill(MlaLib.mla_cache c, INDArray cache, CacheLayout l, long blockSizeArg, Pointer data) {
+        c.kind(l.kind).data(data).num_blocks(cache.size(0))
                 .block_size(blockSize(cache, l, blockSizeArg));
         if (l.isFp8()) {
             c.dtype(MlaLib.MLA_UINT8).h_kv(1).d_nope(l.dNope).d_rope(l.dRope).tile(l.tile);

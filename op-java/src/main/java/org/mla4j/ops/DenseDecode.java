@@ -1,7 +1,9 @@
 package org.mla4j.ops;
 
 import java.util.List;
+import java.util.function.Consumer;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.exec.Operands;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -127,25 +129,47 @@ public class DenseDecode extends MlaOp {
     }
 
     @Override
+    public boolean hasDeviceKernel() {
+        return true;
+    }
+
+    @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        INDArray q = in[0];
         int next = 4;
         INDArray sink = hasSink() ? in[next++] : null;
         INDArray pos = hasRotation() ? in[next] : null;
+        CacheLayout l = layout();
+        long bs = blockSizeArg();
+        place(ops -> launch(ops, in[0], c -> CacheArg.fill(c, in[1], l, bs, ops.in(in[1])), in[2], in[3],
+                sink, pos, out[0], out[1], dV(), causal(), targ(0), rope()));
+    }
+
+    /**
+     * Fills the native parameters from the operands (host memory or device copies) and runs
+     * the kernel; {@code cache} describes the cache (its data pointer included). Device calls
+     * take their workspace from the operands.
+     */
+    public static void launch(Operands ops, INDArray q, Consumer<MlaLib.mla_cache> cache, INDArray table,
+                              INDArray seqlens, INDArray sink, INDArray positions, INDArray out, INDArray lse,
+                              long dV, boolean causal, double scaleArg, RopeConfig rope) {
         try (MlaLib.mla_dense_decode_params p = new MlaLib.mla_dense_decode_params()) {
             p.dtype(NativeLib.dtype(q.dataType())).b(q.size(0)).s_q(q.size(1)).h_q(q.size(2))
-                    .d_qk(q.size(3)).d_v(dV()).q(NativeLib.ptr(q))
+                    .d_qk(q.size(3)).d_v(dV).q(ops.in(q))
                     .q_stride(0, q.stride(0)).q_stride(1, q.stride(1)).q_stride(2, q.stride(2));
-            CacheArg.fill(p.cache(), in[1], layout(), blockSizeArg());
-            p.block_table(NativeLib.intPtr(in[2])).max_blocks_per_seq(in[2].size(1))
-                    .block_table_stride(in[2].stride(0)).cache_seqlens(NativeLib.intPtr(in[3]))
-                    .softmax_scale((float) Scale.resolve(targ(0), q.size(3))).causal(causal() ? 1 : 0)
-                    .sink(NativeLib.floatPtr(sink));
-            Rotation.fill(p.out_rotation(), pos, rope());
-            INDArray o = out[0];
-            p.out(NativeLib.ptr(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))
-                    .out_stride(2, o.stride(2)).lse(NativeLib.floatPtr(out[1]));
-            p.exec().device(-1).num_threads(0);
+            cache.accept(p.cache());
+            p.block_table(ints(ops.in(table))).max_blocks_per_seq(table.size(1))
+                    .block_table_stride(table.stride(0)).cache_seqlens(ints(ops.in(seqlens)))
+                    .softmax_scale((float) Scale.resolve(scaleArg, q.size(3))).causal(causal ? 1 : 0)
+                    .sink(floats(ops.in(sink)));
+            Rotation.fill(p.out_rotation(), positions == null ? null : ints(ops.in(positions)), rope);
+            p.out(ops.out(out)).out_stride(0, out.stride(0)).out_stride(1, out.stride(1))
+                    .out_stride(2, out.stride(2)).lse(floats(ops.out(lse)));
+            p.exec().device(ops.device()).num_threads(0).stream(ops.stream());
+            if (ops.device() >= 0) {
+                long ws = MlaLib.mla_dense_decode_workspace_size(p);
+                if (ws < 0) NativeLib.check(MlaLib.MLA_ERR_INVALID_ARGUMENT);
+                p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
+            }
             NativeLib.check(MlaLib.mla_dense_decode(p));
         }
     }

@@ -1,7 +1,10 @@
 package org.mla4j.ops;
 
 import java.util.List;
+import java.util.function.Consumer;
+import org.mla4j.exec.HostOperands;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.exec.Operands;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -71,20 +74,39 @@ public class KvAppend extends MlaOp {
     }
 
     @Override
+    public boolean hasDeviceKernel() {
+        return true;
+    }
+
+    @Override
     protected void compute(INDArray[] in, INDArray[] out) {
         CacheLayout l = CacheLayout.fromArgs(iArguments, 0);
-        INDArray cache = in[0], kv = in[3];
-        INDArray target = out[0];
+        INDArray cache = in[0], target = out[0];
         if (target.data().address() != cache.data().address()) target.assign(cache);
-        long hKv = l.isFp8() ? 1 : cache.size(2);
+        long bs = iarg(4);
+        // On the host unless the arrays are already on a device (a GPU array backend): copying
+        // a host cache to a GPU to write a few rows would cost more than the write. A
+        // device-resident cache appends on the GPU (DeviceKvCache).
+        Operands ops = backendOperands() != null ? backendOperands() : HostOperands.INSTANCE;
+        launch(ops, in[3], c -> CacheArg.fill(c, target, l, bs, ops.inOut(target)), l.isFp8() ? 1 : cache.size(2),
+                in[1], in[2]);
+    }
+
+    /**
+     * Fills the native parameters from the operands (host memory or device copies) and runs
+     * the append; {@code cache} describes the cache written in place (its data pointer
+     * included).
+     */
+    public static void launch(Operands ops, INDArray kv, Consumer<MlaLib.mla_cache> cache, long hKv, INDArray table,
+                              INDArray seqlens) {
         try (MlaLib.mla_append_params p = new MlaLib.mla_append_params()) {
             p.dtype(NativeLib.dtype(kv.dataType())).b(kv.size(0)).n_new(kv.size(1)).d_qk(kv.size(2) / hKv)
-                    .new_kv(NativeLib.ptr(kv)).new_kv_stride(0, kv.stride(0)).new_kv_stride(1, kv.stride(1));
-            CacheArg.fill(p.cache(), target, l, iarg(4));
-            p.cache_out(NativeLib.ptr(target)).block_table(NativeLib.intPtr(in[1]))
-                    .max_blocks_per_seq(in[1].size(1)).block_table_stride(in[1].stride(0))
-                    .cache_seqlens(NativeLib.intPtr(in[2]));
-            p.exec().device(-1).num_threads(0);
+                    .new_kv(ops.in(kv)).new_kv_stride(0, kv.stride(0)).new_kv_stride(1, kv.stride(1));
+            cache.accept(p.cache());
+            p.cache_out(p.cache().data()).block_table(ints(ops.in(table)))
+                    .max_blocks_per_seq(table.size(1)).block_table_stride(table.stride(0))
+                    .cache_seqlens(ints(ops.in(seqlens)));
+            p.exec().device(ops.device()).num_threads(0).stream(ops.stream());
             NativeLib.check(MlaLib.mla_kv_append(p));
         }
     }

@@ -5,7 +5,15 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Consumer;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.IntPointer;
+import org.bytedeco.javacpp.Pointer;
 import org.mla4j.Mla4j;
+import org.mla4j.exec.HostOperands;
+import org.mla4j.exec.Operands;
+import org.mla4j.gpu.DeviceCall;
+import org.mla4j.gpu.Placement;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -157,6 +165,69 @@ public abstract class MlaOp extends DynamicCustomOp {
 
     private static INDArray contiguous(INDArray a) {
         return a == null || isContiguous(a) ? a : a.dup('c');
+    }
+
+    private static final ThreadLocal<Operands> BACKEND_OPERANDS = new ThreadLocal<>();
+
+    /**
+     * Whether {@link #compute} can run on operands in device memory (the op has a CUDA kernel).
+     * An executioner of a GPU array backend runs such ops with {@link #executeOn}; others need
+     * their arrays on the host.
+     */
+    public boolean hasDeviceKernel() {
+        return false;
+    }
+
+    /**
+     * Runs this op with operands an array backend provides in place (its device buffers and
+     * stream), for executioners of GPU array backends; only for ops with
+     * {@link #hasDeviceKernel()}.
+     */
+    public INDArray[] executeOn(Operands backendOperands, OpContext oc) {
+        if (!hasDeviceKernel()) {
+            throw new IllegalStateException("mla4j op '" + opName() + "' has no CUDA kernel: run it on host arrays");
+        }
+        BACKEND_OPERANDS.set(backendOperands);
+        try {
+            return execute(oc);
+        } finally {
+            BACKEND_OPERANDS.remove();
+        }
+    }
+
+    /** Operands set by {@link #executeOn} for this thread, or null. */
+    protected static Operands backendOperands() {
+        return BACKEND_OPERANDS.get();
+    }
+
+    /**
+     * Runs {@code launch} where the placement switch says ({@link Placement}): on the host with
+     * the arrays' own memory, or on a GPU with device copies of the operands (outputs copied
+     * back before this returns). Ops with a CUDA kernel call this from {@link #compute}.
+     */
+    protected static void place(Consumer<Operands> launch) {
+        Operands backend = BACKEND_OPERANDS.get();
+        if (backend != null) {
+            launch.accept(backend);
+            return;
+        }
+        int device = Placement.device();
+        if (device < 0) {
+            launch.accept(HostOperands.INSTANCE);
+            return;
+        }
+        try (DeviceCall call = DeviceCall.open(device)) {
+            launch.accept(call);
+            call.finish();
+        }
+    }
+
+    static IntPointer ints(Pointer p) {
+        return p == null ? null : new IntPointer(p);
+    }
+
+    static FloatPointer floats(Pointer p) {
+        return p == null ? null : new FloatPointer(p);
     }
 
     /** Descriptor of an output. */

@@ -70,7 +70,7 @@ public final class RopeConfig {
     }
 
     /** A disabled descriptor (no rotation) for ops without one. */
-    static RopeConfig none() {
+    public static RopeConfig none() {
         return new RopeConfig(0, -1, INTERLEAVED, 10000, 1, 0, 32, 1);
     }
 

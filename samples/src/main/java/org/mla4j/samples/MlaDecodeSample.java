@@ -2,7 +2,10 @@ package org.mla4j.samples;
 
 import java.util.Map;
 import org.mla4j.Mla4j;
+import org.mla4j.cache.DeviceKvCache;
+import org.mla4j.cache.KvCache;
 import org.mla4j.cache.PagedKvCache;
+import org.mla4j.gpu.Gpu;
 import org.mla4j.layers.MlaV3Block;
 import org.mla4j.layers.MlaV3Config;
 import org.mla4j.layers.MlaV3Decoder;
@@ -55,10 +58,18 @@ public final class MlaDecodeSample {
 
         // 2. Decode token by token from two paged caches (absorbed mode: one latent row per token).
         int blocksPerSeq = (seqLen + blockSize - 1) / blockSize;
-        PagedKvCache bf16 = PagedKvCache.plain(DataType.BFLOAT16, cfg.dQkAbsorbed(), blockSize,
-                batch * blocksPerSeq, batch, blocksPerSeq);
+        // With -Dmla4j.device=gpu (and a GPU) the caches live on the device: append and decode
+        // run there and only each step's small tensors cross.
+        int device = Mla4j.device();
         CacheLayout fp8Layout = CacheLayout.v32(cfg.kvLora, cfg.qkRope, 16);
-        PagedKvCache fp8 = PagedKvCache.fp8(fp8Layout, blockSize, batch * blocksPerSeq, batch, blocksPerSeq);
+        KvCache bf16 = device >= 0
+                ? DeviceKvCache.plain(device, DataType.BFLOAT16, cfg.dQkAbsorbed(), blockSize, batch * blocksPerSeq, batch, blocksPerSeq)
+                : PagedKvCache.plain(DataType.BFLOAT16, cfg.dQkAbsorbed(), blockSize, batch * blocksPerSeq, batch, blocksPerSeq);
+        KvCache fp8 = device >= 0
+                ? DeviceKvCache.fp8(device, fp8Layout, blockSize, batch * blocksPerSeq, batch, blocksPerSeq)
+                : PagedKvCache.fp8(fp8Layout, blockSize, batch * blocksPerSeq, batch, blocksPerSeq);
+        System.out.println("paged caches on " + (device >= 0 ? "GPU " + device + " (" + Gpu.describe(device) + ")" : "the host")
+                + (device >= 0 ? "" : "; -Dmla4j.device=gpu puts them on a GPU"));
         MlaV3Decoder decoder = new MlaV3Decoder(block);
 
         System.out.println("decode (absorbed mode, dense decode over the paged cache) vs prefill, relative error per step:");
@@ -99,6 +110,8 @@ public final class MlaDecodeSample {
                 maxBf16, maxFp8, msBf16 / seqLen, msFp8 / seqLen);
         boolean ok = maxBf16 < 2e-2 && maxFp8 < 8e-2;
         System.out.println(ok ? "decode matches prefill." : "MISMATCH: decode does not match prefill");
+        bf16.close();
+        fp8.close();
         if (!ok) System.exit(1);
     }
 

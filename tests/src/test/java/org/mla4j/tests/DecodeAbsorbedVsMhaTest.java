@@ -6,6 +6,7 @@ import java.util.Map;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.mla4j.Mla4j;
+import org.mla4j.cache.KvCache;
 import org.mla4j.cache.PagedKvCache;
 import org.mla4j.layers.MlaV3Block;
 import org.mla4j.layers.MlaV3Config;
@@ -30,9 +31,12 @@ class DecodeAbsorbedVsMhaTest {
         Mla4j.install();
     }
 
-    /** Prefill outputs [b, s, d] and per-position decode outputs for a cache made by `cache`. */
-    private static double maxRelErr(MlaV3Config cfg, DataType type, int batch, int seqLen, long seed,
-                                    java.util.function.IntFunction<PagedKvCache> cache) {
+    /**
+     * Prefill outputs [b, s, d] and per-position decode outputs for a cache made by `cache`
+     * (host or device): the largest relative error over positions.
+     */
+    static double maxRelErr(MlaV3Config cfg, DataType type, int batch, int seqLen, long seed,
+                            java.util.function.IntFunction<KvCache> cache) {
         SameDiff sd = SameDiff.create();
         SDVariable x = sd.placeHolder("x", type, -1, -1, cfg.dModel);
         SDVariable pos = sd.placeHolder("pos", DataType.INT, -1, -1);
@@ -45,16 +49,17 @@ class DecodeAbsorbedVsMhaTest {
         INDArray prefill = sd.output(Map.of("x", xs, "pos", positions), "y").get("y");
 
         MlaV3Decoder decoder = new MlaV3Decoder(block);
-        PagedKvCache c = cache.apply(cfg.dQkAbsorbed());
         double worst = 0;
-        for (int t = 0; t < seqLen; t++) {
-            int[] p = new int[batch];
-            java.util.Arrays.fill(p, t);
-            INDArray got = decoder.step(xs.get(NDArrayIndex.all(), NDArrayIndex.point(t), NDArrayIndex.all()).dup('c'), p, c);
-            INDArray want = prefill.get(NDArrayIndex.all(), NDArrayIndex.point(t), NDArrayIndex.all());
-            double err = got.castTo(DataType.DOUBLE).sub(want.castTo(DataType.DOUBLE)).norm2Number().doubleValue()
-                    / want.castTo(DataType.DOUBLE).norm2Number().doubleValue();
-            worst = Math.max(worst, err);
+        try (KvCache c = cache.apply(cfg.dQkAbsorbed())) {
+            for (int t = 0; t < seqLen; t++) {
+                int[] p = new int[batch];
+                java.util.Arrays.fill(p, t);
+                INDArray got = decoder.step(xs.get(NDArrayIndex.all(), NDArrayIndex.point(t), NDArrayIndex.all()).dup('c'), p, c);
+                INDArray want = prefill.get(NDArrayIndex.all(), NDArrayIndex.point(t), NDArrayIndex.all());
+                double err = got.castTo(DataType.DOUBLE).sub(want.castTo(DataType.DOUBLE)).norm2Number().doubleValue()
+                        / want.castTo(DataType.DOUBLE).norm2Number().doubleValue();
+                worst = Math.max(worst, err);
+            }
         }
         return worst;
     }

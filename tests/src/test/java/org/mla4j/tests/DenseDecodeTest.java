@@ -32,94 +32,11 @@ class DenseDecodeTest {
         Mla4j.install();
     }
 
-    /** One dense-decode problem; fields set by a test, then {@link #run}. */
-    static final class Case {
-        DataType type = DataType.FLOAT;
-        CacheLayout layout = CacheLayout.PLAIN;
-        int b = 2, sQ = 1, hQ = 4, hKv = 1, dQk = 16, dV = 16, blockSize = 4;
-        int[] seqlens;
-        boolean causal = true;
-        Sink sink = Sink.NONE;
-        int ropeDim;
-
-        String describe() {
-            return "dense decode " + type + " " + layout + " b=" + b + " s_q=" + sQ + " h_q=" + hQ + " h_kv=" + hKv
-                    + " d=" + dQk + "/" + dV + " block=" + blockSize + " seqlens=" + java.util.Arrays.toString(seqlens)
-                    + (causal ? " causal" : "") + " sink=" + sink + (ropeDim > 0 ? " vvpa=" + ropeDim : "");
-        }
-
-        /** Builds random inputs, runs the op with NaN-poisoned outputs and compares. */
-        void run(TestRandom r) {
-            if (layout.isFp8()) {
-                hKv = 1;
-                dQk = layout.dQk();
-            }
-            if (seqlens == null) {
-                seqlens = new int[b];
-                for (int i = 0; i < b; i++) seqlens[i] = r.between(0, 3 * blockSize + 1);
-            }
-            int maxUsed = 0, used = 0;
-            for (int len : seqlens) {
-                maxUsed = Math.max(maxUsed, (len + blockSize - 1) / blockSize);
-                used += (len + blockSize - 1) / blockSize;
-            }
-            int maxBlocks = maxUsed + 1, numBlocks = used + 2;
-            // distinct blocks per request, in random order; entries past a request's length are garbage
-            int[] perm = r.permutation(numBlocks);
-            int[] table = new int[b * maxBlocks];
-            boolean[] garbage = new boolean[numBlocks * blockSize];
-            java.util.Arrays.fill(garbage, true);
-            int next = 0;
-            for (int i = 0; i < b; i++) {
-                int blocks = (seqlens[i] + blockSize - 1) / blockSize;
-                for (int k = 0; k < maxBlocks; k++) table[i * maxBlocks + k] = k < blocks ? perm[next++] : numBlocks + 1000 + k;
-                for (int t = 0; t < seqlens[i]; t++) garbage[table[i * maxBlocks + t / blockSize] * blockSize + t % blockSize] = false;
-            }
-            Caches.Built cache = Caches.random(r, layout, type, numBlocks, blockSize, hKv, dQk, garbage);
-            INDArray q = Nd.array(r.normal(b * sQ * hQ * dQk), type, b, sQ, hQ, dQk);
-            double[] sinkValues = Problems.sink(r, sink, hQ);
-            RopeConfig rope = ropeDim > 0 ? Problems.rope(r, ropeDim) : null;
-            int[] pos = ropeDim > 0 ? Problems.positions(r, b * sQ, 50000) : null;
-            double scale = Problems.defaultScale(dQk);
-            DenseDecode.Options o = new DenseDecode.Options(dV).causal(causal).softmaxScale(scale);
-            if (layout.isFp8()) o.fp8(layout, blockSize);
-            if (rope != null) o.rope(rope);
-            DenseDecode op = new DenseDecode(q, cache.array, Nd.ints(table, b, maxBlocks), Nd.ints(seqlens, b),
-                    sinkValues == null ? null : Nd.floats(sinkValues, hQ), pos == null ? null : Nd.ints(pos, b, sQ), o);
-            INDArray out = Nd.nanFilled(type, b, sQ, hQ, dV);
-            INDArray lse = Nd.nanFilled(DataType.FLOAT, b, hQ, sQ);
-            op.addOutputArgument(out, lse);
-            Nd4j.exec(op);
-
-            Ref.Decode d = new Ref.Decode();
-            d.b = b;
-            d.sQ = sQ;
-            d.hQ = hQ;
-            d.hKv = hKv;
-            d.dQk = dQk;
-            d.dV = dV;
-            d.q = Nd.values(q);
-            d.cache = cache.paged;
-            d.blockTable = table;
-            d.maxBlocks = maxBlocks;
-            d.seqlens = seqlens;
-            d.causal = causal;
-            d.scale = scale;
-            d.sink = Problems.asFloat(sinkValues);
-            d.positions = pos;
-            d.rope = rope;
-            Ref.Result want = Ref.decode(d);
-            String ctx = describe() + (rope != null ? " " + rope : "") + "; " + r.tag();
-            Compare.output("out", out, want.out, Compare.tolerance(type), ctx);
-            Compare.closeAbs("lse", lse, want.lse, Compare.LSE_TOL, ctx);
-        }
-    }
-
     @ParameterizedTest
     @ValueSource(strings = {"FLOAT", "DOUBLE", "HALF", "BFLOAT16"})
     void plainCacheAllTypes(String type) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        DenseDecodeCase c = new DenseDecodeCase();
         c.type = DataType.valueOf(type);
         c.b = 3;
         c.sQ = 2;
@@ -133,7 +50,7 @@ class DenseDecodeTest {
     @ValueSource(ints = {1, 2, 61, 64, 256})
     void blockSizes(int bs) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        DenseDecodeCase c = new DenseDecodeCase();
         c.blockSize = bs;
         c.b = 3;
         c.hQ = 3;
@@ -147,7 +64,7 @@ class DenseDecodeTest {
     @ValueSource(ints = {1, 3, 16, 64, 128})
     void queryHeads(int hQ) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        DenseDecodeCase c = new DenseDecodeCase();
         c.hQ = hQ;
         c.sQ = 2;
         c.dQk = 16;
@@ -159,7 +76,7 @@ class DenseDecodeTest {
     @Test
     void groupedKeyValueHeads() {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        DenseDecodeCase c = new DenseDecodeCase();
         c.hQ = 6;
         c.hKv = 3;
         c.sQ = 2;
@@ -172,7 +89,7 @@ class DenseDecodeTest {
     void multiTokenCausal(int sQ) {
         TestRandom r = TestRandom.create();
         for (boolean causal : new boolean[] {true, false}) {
-            Case c = new Case();
+            DenseDecodeCase c = new DenseDecodeCase();
             c.sQ = sQ;
             c.b = 4;
             c.causal = causal;
@@ -186,7 +103,7 @@ class DenseDecodeTest {
     @EnumSource(Sink.class)
     void sinks(Sink sink) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        DenseDecodeCase c = new DenseDecodeCase();
         c.sink = sink;
         c.hQ = 6;
         c.type = DataType.BFLOAT16;
@@ -196,7 +113,7 @@ class DenseDecodeTest {
     @Test
     void zeroLengthCaches() {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        DenseDecodeCase c = new DenseDecodeCase();
         c.seqlens = new int[] {0, 0};
         c.sink = Sink.MIXED;
         c.run(r);
@@ -205,7 +122,7 @@ class DenseDecodeTest {
     @Test
     void fp8CachesDeepSeekSizes() {
         TestRandom r = TestRandom.create();
-        Case v32 = new Case();
+        DenseDecodeCase v32 = new DenseDecodeCase();
         v32.layout = CacheLayout.V32;
         v32.blockSize = 64;
         v32.b = 2;
@@ -215,7 +132,7 @@ class DenseDecodeTest {
         v32.seqlens = new int[] {150, 37};
         v32.type = DataType.BFLOAT16;
         v32.run(r);
-        Case model1 = new Case();
+        DenseDecodeCase model1 = new DenseDecodeCase();
         model1.layout = CacheLayout.MODEL1;
         model1.blockSize = 64;
         model1.hQ = 8;
@@ -232,7 +149,7 @@ class DenseDecodeTest {
         TestRandom r = TestRandom.create();
         for (CacheLayout l : new CacheLayout[] {Caches.V32_SMALL, Caches.MODEL1_SMALL}) {
             for (DataType t : Nd.FLOAT_TYPES) {
-                Case c = new Case();
+                DenseDecodeCase c = new DenseDecodeCase();
                 c.layout = l;
                 c.type = t;
                 c.blockSize = bs;

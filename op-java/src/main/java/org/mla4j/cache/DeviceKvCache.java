@@ -1,0 +1,263 @@
+package org.mla4j.cache;
+
+import java.util.Arrays;
+import org.mla4j.MlaException;
+import org.mla4j.exec.NativeLib;
+import org.mla4j.gpu.CudaStream;
+import org.mla4j.gpu.DeviceBuffer;
+import org.mla4j.gpu.DeviceCall;
+import org.mla4j.gpu.Gpu;
+import org.mla4j.nativelib.MlaLib;
+import org.mla4j.ops.CacheLayout;
+import org.mla4j.ops.DenseDecode;
+import org.mla4j.ops.KvAppend;
+import org.mla4j.ops.RopeConfig;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * A paged KV cache that lives on a GPU: the block pool, the block table and the cached lengths
+ * are device memory, rows are appended (and for the FP8 layouts quantised) by a kernel on the
+ * device, and dense decode reads the cache where it is. A step copies only its own small
+ * tensors: the new rows and the queries in, the outputs and lse out, and the block-table rows
+ * that changed. The page bookkeeping stays on the host, so every slot written is checked there.
+ *
+ * <pre>{@code
+ * try (DeviceKvCache cache = DeviceKvCache.plain(0, DataType.BFLOAT16, 576, 64, 4096, 128, 64)) {
+ *     cache.append(latentRows);                           // [b, 1, 576]
+ *     INDArray[] outLse = cache.decode(q, 512, true, scale); // q [b, 1, h_q, 576] bf16
+ * }
+ * }</pre>
+ *
+ * Not thread-safe: one decoding loop owns a cache; it runs on the calling thread's stream for
+ * the device. {@link #close()} frees the device memory.
+ */
+public final class DeviceKvCache implements KvCache {
+    private final int device;
+    private final CacheLayout layout;
+    private final DataType plainType;
+    private final int dQk;
+    private final int blockSize;
+    private final int numBlocks;
+    private final long blockBytes;
+    private final BlockPool pool;
+    private final DeviceBuffer data;
+    private final DeviceBuffer table;
+    private final DeviceBuffer lengths;
+    private boolean closed;
+
+    private DeviceKvCache(int device, CacheLayout layout, DataType plainType, int dQk, int blockSize, int numBlocks,
+                          int maxBatch, int maxBlocksPerSeq) {
+        Gpu.requireDevice("DeviceKvCache", device);
+        if (dQk <= 0) throw new MlaException("DeviceKvCache: dQk must be > 0, got " + dQk);
+        if (!layout.isFp8() && NativeLib.dtype(plainType) < 0 || plainType != null && !plainType.isFPType()) {
+            throw new MlaException("DeviceKvCache: a PLAIN cache holds FLOAT, DOUBLE, HALF or BFLOAT16 rows, got " + plainType);
+        }
+        this.pool = new BlockPool("DeviceKvCache", blockSize, numBlocks, maxBatch, maxBlocksPerSeq);
+        this.device = device;
+        this.layout = layout;
+        this.plainType = plainType;
+        this.dQk = dQk;
+        this.blockSize = blockSize;
+        this.numBlocks = numBlocks;
+        this.blockBytes = layout.isFp8() ? layout.blockBytes(blockSize) : (long) blockSize * dQk * plainType.width();
+        DeviceBuffer d = null, t = null, l = null;
+        try {
+            d = DeviceBuffer.allocate(device, blockBytes * numBlocks);
+            t = DeviceBuffer.allocate(device, 4L * maxBatch * maxBlocksPerSeq);
+            l = DeviceBuffer.allocate(device, 4L * maxBatch);
+            d.fill(0, null);
+            t.fill(0, null);
+            l.fill(0, null);
+            NativeLib.check(MlaLib.mla_cuda_device_synchronize());
+        } catch (RuntimeException e) {
+            for (DeviceBuffer b : new DeviceBuffer[] {d, t, l}) if (b != null) b.close();
+            throw e;
+        }
+        this.data = d;
+        this.table = t;
+        this.lengths = l;
+    }
+
+    /** A cache of plain rows of {@code type} (BFLOAT16 for the tensor-core kernels) on {@code device}. */
+    public static DeviceKvCache plain(int device, DataType type, int dQk, int blockSize, int numBlocks, int maxBatch,
+                                      int maxBlocksPerSeq) {
+        return new DeviceKvCache(device, CacheLayout.PLAIN, type, dQk, blockSize, numBlocks, maxBatch, maxBlocksPerSeq);
+    }
+
+    /** A cache in an FP8 layout (V32 or MODEL1) on {@code device}. */
+    public static DeviceKvCache fp8(int device, CacheLayout layout, int blockSize, int numBlocks, int maxBatch,
+                                    int maxBlocksPerSeq) {
+        if (!layout.isFp8()) throw new MlaException("DeviceKvCache.fp8: layout must be V32 or MODEL1, got " + layout);
+        return new DeviceKvCache(device, layout, null, layout.dQk(), blockSize, numBlocks, maxBatch, maxBlocksPerSeq);
+    }
+
+    public int device() { return device; }
+    @Override public CacheLayout layout() { return layout; }
+    @Override public int dQk() { return dQk; }
+    @Override public int blockSize() { return blockSize; }
+    @Override public int maxBatch() { return pool.maxBatch(); }
+    @Override public int length(int i) { return pool.length(i); }
+    @Override public long bytes() { return blockBytes * numBlocks; }
+    @Override public DataType rowType() { return layout.isFp8() ? DataType.FLOAT : plainType; }
+    @Override public DataType queryType() { return layout.isFp8() ? DataType.BFLOAT16 : plainType; }
+
+    public int freeBlocks() { return pool.freeBlocks(); }
+
+    /** The host copy of the block table (INT [maxBatch, maxBlocksPerSeq]); the device holds the same. */
+    public INDArray blockTable() { return pool.table(); }
+
+    @Override
+    public void append(INDArray rows) {
+        requireOpen();
+        if (rows.rank() != 3 || rows.size(2) != dQk || rows.size(0) > pool.maxBatch() || rows.size(0) < 1
+                || !rows.dataType().isFPType()) {
+            throw new MlaException("DeviceKvCache.append: rows must be floating point [1 <= b <= " + pool.maxBatch()
+                    + ", n, " + dQk + "], got " + rows.dataType() + " " + Arrays.toString(rows.shape()));
+        }
+        int b = (int) rows.size(0), n = (int) rows.size(1);
+        if (n == 0) return;
+        pool.reserve(b, n);
+        INDArray kv = rows.isView() || rows.ordering() != 'c' ? rows.dup('c') : rows;
+        try (DeviceCall call = DeviceCall.open(device)) {
+            uploadTableChanges(call.cudaStream());
+            INDArray t = pool.tableRows(b), l = pool.lengthRows(b);
+            call.bind(t, table.at(0)).bind(l, lengths.at(0));
+            KvAppend.launch(call, kv, this::describe, 1, t, l);
+            pool.advance(b, n);
+            lengths.upload(NativeLib.ptr(pool.lengths()), 0, 4L * b, call.cudaStream());
+            call.finish();
+        }
+    }
+
+    @Override
+    public INDArray[] decode(INDArray q, int dV, boolean causal, double softmaxScale, INDArray sink,
+                             INDArray outPositions, RopeConfig rope) {
+        checkDecode(q, dV, sink, outPositions);
+        int b = (int) q.size(0);
+        long sQ = q.size(1), hQ = q.size(2);
+        INDArray out = Nd4j.createUninitialized(q.dataType(), b, sQ, hQ, dV);
+        INDArray lse = Nd4j.createUninitialized(DataType.FLOAT, b, hQ, sQ);
+        try (DeviceCall call = DeviceCall.open(device)) {
+            decodeInto(call, q, dV, causal, softmaxScale, sink, outPositions, rope, out, lse);
+            call.finish();
+        }
+        return new INDArray[] {out, lse};
+    }
+
+    /**
+     * Queues dense decode on a call the caller owns (for pipelines and benchmarks): arrays the
+     * caller {@linkplain DeviceCall#bind bound} to device memory are used in place, others are
+     * copied; {@code out [b, s_q, h_q, dV]} and {@code lse FLOAT [b, h_q, s_q]} are written
+     * when the caller finishes the call. Arguments are checked as by {@link #decode}.
+     */
+    public void decodeInto(DeviceCall call, INDArray q, int dV, boolean causal, double softmaxScale, INDArray sink,
+                           INDArray outPositions, RopeConfig rope, INDArray out, INDArray lse) {
+        checkDecode(q, dV, sink, outPositions);
+        int b = (int) q.size(0);
+        long sQ = q.size(1), hQ = q.size(2);
+        if (!Arrays.equals(out.shape(), new long[] {b, sQ, hQ, dV}) || out.dataType() != q.dataType()
+                || !Arrays.equals(lse.shape(), new long[] {b, hQ, sQ}) || lse.dataType() != DataType.FLOAT) {
+            throw new MlaException("DeviceKvCache.decode: out must be " + q.dataType() + " [" + b + ", " + sQ + ", "
+                    + hQ + ", " + dV + "] and lse FLOAT [" + b + ", " + hQ + ", " + sQ + "], got " + out.dataType() + " "
+                    + Arrays.toString(out.shape()) + " and " + lse.dataType() + " " + Arrays.toString(lse.shape()));
+        }
+        if (call.device() != device) {
+            throw new MlaException("DeviceKvCache.decode: the call runs on device " + call.device()
+                    + " but the cache lives on device " + device);
+        }
+        uploadTableChanges(call.cudaStream());
+        INDArray t = pool.tableRows(b), l = pool.lengthRows(b);
+        call.bind(t, table.at(0)).bind(l, lengths.at(0));
+        DenseDecode.launch(call, contiguous(q), this::describe, t, l, contiguous(sink), contiguous(outPositions),
+                out, lse, dV, causal, softmaxScale, rope == null ? RopeConfig.none() : rope);
+    }
+
+
+    private void checkDecode(INDArray q, int dV, INDArray sink, INDArray outPositions) {
+        requireOpen();
+        String op = "DeviceKvCache.decode";
+        if (q.rank() != 4 || q.size(3) != dQk || q.size(0) < 1 || q.size(0) > pool.maxBatch()) {
+            throw new MlaException(op + ": q must be [1 <= b <= " + pool.maxBatch() + ", s_q, h_q, " + dQk + "], got "
+                    + Arrays.toString(q.shape()));
+        }
+        if (!q.dataType().isFPType() || !layout.isFp8() && q.dataType() != plainType) {
+            throw new MlaException(op + ": q must be " + (layout.isFp8() ? "floating point" : plainType.toString())
+                    + ", got " + q.dataType());
+        }
+        int valueDims = layout.isFp8() ? layout.valueDims() : dQk;
+        if (dV < 1 || dV > valueDims) throw new MlaException(op + ": dV must be in [1, " + valueDims + "], got " + dV);
+        int b = (int) q.size(0);
+        long sQ = q.size(1), hQ = q.size(2);
+        if (sink != null && (sink.dataType() != DataType.FLOAT || !Arrays.equals(sink.shape(), new long[] {hQ}))) {
+            throw new MlaException(op + ": sink must be FLOAT [" + hQ + "], got " + sink.dataType() + " "
+                    + Arrays.toString(sink.shape()));
+        }
+        if (outPositions != null && (outPositions.dataType() != DataType.INT
+                || !Arrays.equals(outPositions.shape(), new long[] {b, sQ}))) {
+            throw new MlaException(op + ": outPositions must be INT [" + b + ", " + sQ + "], got "
+                    + outPositions.dataType() + " " + Arrays.toString(outPositions.shape()));
+        }
+    }
+
+    @Override
+    public void reset(int i) {
+        requireOpen();
+        pool.reset(i);
+        try (DeviceCall call = DeviceCall.open(device)) {
+            lengths.upload(NativeLib.ptr(pool.lengths()), 0, 4L * pool.maxBatch(), call.cudaStream());
+            uploadTableChanges(call.cudaStream());
+            call.finish();
+        }
+    }
+
+    /**
+     * A host copy of the cache pool (PLAIN: [num_blocks, block_size, 1, dQk] of the row type;
+     * FP8: UINT8 [num_blocks, block_bytes]), for checks and inspection.
+     */
+    public INDArray download() {
+        requireOpen();
+        INDArray host = layout.isFp8() ? Nd4j.createUninitialized(DataType.UINT8, numBlocks, blockBytes)
+                : Nd4j.createUninitialized(plainType, numBlocks, blockSize, 1, dQk);
+        try (CudaStream s = new CudaStream(device)) {
+            data.download(NativeLib.ptr(host), 0, bytes(), s);
+            s.synchronize();
+        }
+        return host;
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        data.close();
+        table.close();
+        lengths.close();
+    }
+
+    /** The cache descriptor of the native calls. */
+    private void describe(MlaLib.mla_cache c) {
+        c.kind(layout.kind).data(data.at(0)).num_blocks(numBlocks).block_size(blockSize).h_kv(1);
+        if (layout.isFp8()) {
+            c.dtype(MlaLib.MLA_UINT8).d_nope(layout.dNope).d_rope(layout.dRope).tile(layout.tile);
+        } else {
+            c.dtype(NativeLib.dtype(plainType)).block_stride((long) blockSize * dQk).token_stride(dQk).head_stride(dQk);
+        }
+    }
+
+    /** Copies the block table to the device, in stream order, when a row of it changed. */
+    private void uploadTableChanges(CudaStream s) {
+        boolean changed = false;
+        for (int i = 0; i < pool.maxBatch(); i++) changed |= pool.takeRowChange(i);
+        if (changed) table.upload(NativeLib.ptr(pool.table()), 0, table.bytes(), s);
+    }
+
+    private static INDArray contiguous(INDArray a) {
+        return a == null || !a.isView() && a.ordering() == 'c' ? a : a.dup('c');
+    }
+
+    private void requireOpen() {
+        if (closed) throw new IllegalStateException("DeviceKvCache: used after close()");
+    }
+}

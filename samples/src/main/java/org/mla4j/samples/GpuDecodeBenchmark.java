@@ -1,0 +1,111 @@
+package org.mla4j.samples;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.mla4j.Mla4j;
+import org.mla4j.cache.DeviceKvCache;
+import org.mla4j.gpu.CudaTimer;
+import org.mla4j.gpu.DeviceBuffer;
+import org.mla4j.gpu.DeviceCall;
+import org.mla4j.gpu.Gpu;
+import org.mla4j.ops.CacheLayout;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * One dense-decode step driven from Java against the kernel alone, on a GPU: the overhead of
+ * the Java path as a number. The cache is a {@link DeviceKvCache} (filled once); a step is
+ * {@code cache.decode(q, ...)} from host arrays: q copied in, the kernel, out and lse copied
+ * back, all waited for. The kernel-only time runs the same call with q, out and lse bound to
+ * device memory, timed with CUDA events over repeated launches.
+ *
+ * <pre>java -cp ... org.mla4j.samples.GpuDecodeBenchmark [--quick]</pre>
+ */
+public final class GpuDecodeBenchmark {
+    private static final double PEAK_TFLOPS = 790;  // measured bf16 matrix product, H200
+
+    private GpuDecodeBenchmark() {}
+
+    public static void main(String[] args) {
+        Mla4j.install();
+        if (!Gpu.available()) {
+            System.out.println("GpuDecodeBenchmark: no CUDA device (" + Mla4j.nativeInfo() + ")");
+            System.exit(1);
+        }
+        boolean quick = Arrays.asList(args).contains("--quick");
+        System.out.println("Dense decode step from Java vs kernel only: " + Gpu.describe(0));
+        System.out.println("s_q 1, h_q 128, d 576/512, bf16 q, block 64, causal; median of repeated steps");
+        System.out.printf("%-7s %-4s %6s %7s | %10s %8s %6s | %10s %8s | %9s %7s%n", "cache", "b", "s_k", "tokens",
+                "kernel us", "TFLOP/s", "of 790", "step us", "TFLOP/s", "overhead", "us");
+        List<int[]> shapes = new ArrayList<>();
+        shapes.add(new int[] {128, 8192});
+        if (!quick) {
+            shapes.add(new int[] {128, 4096});
+            shapes.add(new int[] {16, 8192});
+            shapes.add(new int[] {1, 8192});
+        }
+        for (CacheLayout layout : new CacheLayout[] {CacheLayout.PLAIN, CacheLayout.V32}) {
+            for (int[] s : shapes) {
+                if (layout.isFp8() && s[0] != 128) continue;
+                run(layout, s[0], s[1]);
+            }
+        }
+    }
+
+    private static void run(CacheLayout layout, int b, int sK) {
+        int hQ = 128, dQk = 576, dV = 512, bs = 64, perSeq = sK / bs;
+        double scale = 1 / Math.sqrt(dQk);
+        try (DeviceKvCache cache = layout.isFp8() ? DeviceKvCache.fp8(0, layout, bs, b * perSeq, b, perSeq)
+                : DeviceKvCache.plain(0, DataType.BFLOAT16, dQk, bs, b * perSeq, b, perSeq)) {
+            int chunk = Math.min(sK, 512);
+            Nd4j.getRandom().setSeed(7);
+            INDArray rows = Nd4j.randn(DataType.FLOAT, b, chunk, dQk).castTo(cache.rowType());
+            for (int t = 0; t < sK; t += chunk) cache.append(rows);
+            INDArray q = Nd4j.randn(DataType.FLOAT, b, 1, hQ, dQk).castTo(DataType.BFLOAT16);
+
+            // Java step: host arrays in and out.
+            int warm = 3, reps = b >= 128 ? 20 : 50;
+            for (int i = 0; i < warm; i++) cache.decode(q, dV, true, scale);
+            double[] step = new double[reps];
+            for (int i = 0; i < reps; i++) {
+                long t0 = System.nanoTime();
+                cache.decode(q, dV, true, scale);
+                step[i] = (System.nanoTime() - t0) / 1e3;
+            }
+
+            // Kernel only: q, out and lse already on the device.
+            INDArray out = Nd4j.createUninitialized(DataType.BFLOAT16, b, 1, hQ, dV);
+            INDArray lse = Nd4j.createUninitialized(DataType.FLOAT, b, hQ, 1);
+            double[] kernel = new double[5];
+            try (DeviceBuffer dq = DeviceBuffer.allocate(0, q.length() * 2);
+                 DeviceBuffer dout = DeviceBuffer.allocate(0, out.length() * 2);
+                 DeviceBuffer dlse = DeviceBuffer.allocate(0, lse.length() * 4);
+                 CudaTimer timer = new CudaTimer(0)) {
+                for (int k = 0; k < kernel.length; k++) {
+                    try (DeviceCall call = DeviceCall.open(0)) {
+                        call.bind(q, dq.at(0)).bind(out, dout.at(0)).bind(lse, dlse.at(0));
+                        cache.decodeInto(call, q, dV, true, scale, null, null, null, out, lse);  // warm-up
+                        timer.start(call.cudaStream());
+                        for (int i = 0; i < reps; i++) cache.decodeInto(call, q, dV, true, scale, null, null, null, out, lse);
+                        timer.stop(call.cudaStream());
+                        call.finish();
+                        kernel[k] = timer.elapsedMs() * 1e3 / reps;
+                    }
+                }
+            }
+            double k = median(kernel), st = median(step);
+            double flop = 2.0 * hQ * b * (double) sK * (dQk + dV);
+            System.out.printf("%-7s %-4d %6d %7d | %10.1f %8.1f %5.1f%% | %10.1f %8.1f | %8.1f%% %7.1f%n",
+                    layout.isFp8() ? "fp8 v32" : "bf16", b, sK, (long) b * sK, k, flop / k / 1e6,
+                    100 * flop / k / 1e6 / PEAK_TFLOPS, st, flop / st / 1e6, 100 * (st - k) / k, st - k);
+        }
+    }
+
+    private static double median(double[] v) {
+        double[] s = v.clone();
+        Arrays.sort(s);
+        return s[s.length / 2];
+    }
+}
