@@ -44,7 +44,7 @@ for name in sorted(os.listdir(lib)):
 PY
 
 echo "== runtime (jlink)"
-jlink --add-modules java.base,java.logging,java.management,jdk.unsupported,java.xml,java.sql,java.naming,java.desktop,jdk.management \
+jlink --add-modules java.base,java.logging,java.management,jdk.unsupported,java.xml,java.sql,java.naming,java.desktop,jdk.management,jdk.zipfs \
     --strip-debug --no-header-files --no-man-pages --output "$stage/jre"
 
 echo "== pack"
