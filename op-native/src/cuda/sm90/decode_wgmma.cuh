@@ -10,8 +10,8 @@
 // busy, and every S is a whole-tile m64n64 (Q read from shared memory once per tile, not once
 // per warpgroup). P is written as bf16 / fp16 into shared memory (K-major A operand of
 // m64n256k16); V is the K tile read MN-major (no transposed copy). O is rescaled only when a
-// row's maximum moved; before the second product of a pair that needs the first one done,
-// so warpgroup 1 tells warpgroup 0 through shared memory whether any row's maximum moved.
+// row's maximum moved. Each warpgroup waits for its P_a V_a before P_b V_b (O may need the
+// rescale by m_a -> m_b in between) and refills its part of stage 0 right then.
 // Key rows arrive by cp.async, addressed row by row through the block table (any
 // block_size), each warpgroup copying its 256 value columns (and the rope columns of the tile
 // whose S it computes) as soon as its own products on that stage are done; a stage's
@@ -35,7 +35,7 @@ namespace sm90 {
 // block of stage 1 when d_qk > d_v (that block is only read by S_b, done by then); P_a has
 // its own 8 KB. The epilogue stages float [64][d_v + 8] over Q and K.
 struct WgmmaSmem {
-    int64_t q, k, k_stage, pa, pb, max, l, lse, flag, bar, total;
+    int64_t q, k, k_stage, pa, pb, max, l, lse, bar, total;
 };
 
 __host__ __device__ inline WgmmaSmem wgmma_smem_layout(int64_t d_qk, int64_t d_v) {
@@ -61,10 +61,8 @@ __host__ __device__ inline WgmmaSmem wgmma_smem_layout(int64_t d_qk, int64_t d_v
     at += 2 * kBlockRows * 4;
     s.lse = at;
     at += kBlockRows * 4;
-    s.flag = at;
-    at += 16;
-    s.bar = at;  // two mbarriers (8 bytes each): stage 0 and stage 1 loaded
-    at += 16;
+    s.bar = at;  // four mbarriers (8 bytes each): stage s, warpgroup w's copies landed
+    at += 32;
     s.total = at + 1024;
     return s;
 }
@@ -84,13 +82,15 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
 //
 // Synchronisation between the warpgroups (named barriers; 256 = both, 128 = one):
 //   1 (256)  WG0 arrives when P_a and m_a are in shared memory, WG1 waits
-//   2 (256)  WG1 arrives when P_b, m_b and the rescale flag are there, WG0 waits
+//   2 (256)  WG1 arrives when P_b and m_b are there, WG0 waits
 //   5 (256)  WG0 arrives when its P_b V_b product is done (P_b and stage 1 may be
 //            overwritten by WG1's next copies), WG1 waits
 //   3, 6 (128) inside WG0 / WG1: a warpgroup's own shared-memory writes before its wgmma
-//   4 (128)  inside WG1, with the or-reduction of "some row's maximum moved"
-// Loads: mbarrier full[s] completes a phase when all 256 threads' copies of the tile in
-// stage s have landed; every thread waits on each phase once (phase bits in `phase`).
+//   4 (128)  inside WG1: P_b before its own wgmma
+// Loads: mbarrier full[s][w] completes a phase when the 128 threads of warpgroup w have their
+// copies of the tile in stage s landed (part w: value columns 256 w .. +256, and the rope
+// columns of stage w). A thread waits on each phase of the parts it reads (phase bits in
+// `phase`): WG0 on [0][0], [0][1], [1][0]; WG1 on [1][0], [1][1], [0][1].
 template <typename T, int DQK>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_wgmma_kernel(const __grid_constant__ DecodeArgs a) {
@@ -120,7 +120,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     float *s_max = reinterpret_cast<float *>(smem + L.max);  // [0]: m after a, [64]: after b
     float *s_l = reinterpret_cast<float *>(smem + L.l);
     float *s_lse = reinterpret_cast<float *>(smem + L.lse);
-    volatile uint32_t *s_flag = reinterpret_cast<volatile uint32_t *>(smem + L.flag);
     float *stage = reinterpret_cast<float *>(smem);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -142,11 +141,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t stage_desc = k_stage >> 4;
 
     if (tid == 0) {
-        mbar_init(bar_full, kThreads);
-        mbar_init(bar_full + 8, kThreads);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) mbar_init(bar_full + 8 * i, 128);
     }
     __syncthreads();
-    uint32_t phase = 0;  // bit s: parity of the next phase of full[s] to wait for
+    uint32_t phase = 0;  // bit 2 s + w: parity of the next phase of full[s][w] to wait for
 
     for (int64_t u = us; u < ue || (u == ue && te > 0); ++u) {
         const int n_u = int(unit_tiles(sc, u));
@@ -171,7 +170,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         };
         // This warpgroup's share of a tile into stage st: its 256 value columns (one 16-byte
         // chunk per lane and row) and, with rope, the columns past d_v (8 chunks per row, four
-        // rows per instruction); then this thread's arrival on full[st].
+        // rows per instruction); then this thread's arrival on full[st][wg].
         auto load_tile = [&](int st, int64_t my_off, bool rope) {
             const uint32_t kb = sK + uint32_t(st) * k_stage;
             const int c = wg * 32 + lane;  // chunk of the row
@@ -197,26 +196,37 @@ __global__ void __launch_bounds__(kThreads, 1)
                                          (off >= 0 ? kvg + off : kvg) + cr * 8, off >= 0 ? 16 : 0);
                 }
             }
-            mbar_arrive_cp_async(bar_full + 8 * st);
+            mbar_arrive_cp_async(bar_full + 8 * (2 * st + wg));
         };
-        auto wait_tile = [&](int st) {
-            mbar_wait(bar_full + 8 * st, (phase >> st) & 1u);
-            phase ^= 1u << st;
+        auto wait_part = [&](int st, int w) {
+            const int i = 2 * st + w;
+            mbar_wait(bar_full + 8 * i, (phase >> i) & 1u);
+            phase ^= 1u << i;
             fence_proxy_async();  // cp.async data -> wgmma operand reads
         };
-        // S = Q K^T for the tile in stage st: 64 rows x 64 keys, one commit group. Descriptors
-        // advance by compile-time constants (16-byte units): k-step ks is 32 bytes into column
-        // block ks / 4.
+        // S = Q K^T for the tile in stage st: 64 rows x 64 keys, one commit group, over the
+        // column blocks of part 0 as soon as they have landed, then those of part 1 (the rope
+        // block belongs to part st). Descriptors advance by compile-time constants (16-byte
+        // units): k-step ks is 32 bytes into column block ks / 4.
         float s[32];
         auto kofs = [](int ks) {
             return uint32_t(((ks >> 2) * kColBlockBytes + (ks & 3) * 32) >> 4);
         };
+        auto part_of = [](int cb, int st) { return cb < 4 ? 0 : (cb < 8 ? 1 : st); };
         auto issue_s = [&](int st) {
             const uint32_t dk = desc_k0 + uint32_t(st) * stage_desc;
+            wait_part(st, 0);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < kSteps; ++ks)
-                wgmma_m64n64k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), ks > 0);
+                if (part_of(ks >> 2, st) == 0)
+                    wgmma_m64n64k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), ks > 0);
+            wait_part(st, 1);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < kSteps; ++ks)
+                if (part_of(ks >> 2, st) == 1)
+                    wgmma_m64n64k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), 1);
             wgmma_commit();
         };
         // O += P V over the 64 keys of stage st: 64 rows x this warpgroup's 256 value columns.
@@ -336,7 +346,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                 const bool zero_a = hide && (ta + 1) * kTileKeys - 1 > min_lim;
                 const bool zero_b = hide && (tb + 1) * kTileKeys - 1 > min_lim;
                 if (wg == 0) {
-                    wait_tile(0);
                     issue_s(0);
                     wgmma_wait<0>();
                     fence_regs(s);
@@ -357,43 +366,34 @@ __global__ void __launch_bounds__(kThreads, 1)
                     ptx::named_barrier(3, 128);
                     rescale_o(al);
                     issue_pv(desc_pa, 0);
+                    wgmma_wait<0>();  // P_a V_a: stage 0's part 0 is free: refill it now
+                    fence_regs(o);
+                    if (ta + 2 < t1) load_tile(0, off_a, true);
                     if (has_b) {
                         ptx::named_barrier(2, kThreads);
-                        const bool moved = *s_flag != 0;
                         const float mnb[2] = {s_max[kBlockRows + row0], s_max[kBlockRows + row1]};
                         float al2[2];
                         advance_max(mnb, mu, al2);
 #pragma unroll
                         for (int i = 0; i < 2; ++i) l[i] *= al2[i];
-                        wait_tile(1);
+                        wait_part(1, 0);
                         if (zero_b) {
                             zero_hidden(tb, 1);
                             fence_proxy_async();
                             ptx::named_barrier(3, 128);
                         }
-                        if (moved) {
-                            wgmma_wait<0>();
-                            fence_regs(o);
-                            rescale_o(al2);
-                        }
+                        rescale_o(al2);  // P_a V_a is done
                         issue_pv(desc_pb, 1);
-                        wgmma_wait<1>();  // P_a V_a: stage 0's value columns 0..255 are free
-                        fence_regs(o);
-                        if (ta + 2 < t1) load_tile(0, off_a, true);
                         wgmma_wait<0>();
                         fence_regs(o);
                         bar_arrive(5, kThreads);
                         if (tb + 2 < t1) load_tile(1, off_b, false);
                         off_a = fetch_offsets(ta + 4);
                         off_b = fetch_offsets(tb + 4);
-                    } else {
-                        wgmma_wait<0>();
-                        fence_regs(o);
                     }
                 } else {
                     float mx[2] = {-INFINITY, -INFINITY};
                     if (has_b) {
-                        wait_tile(1);
                         issue_s(1);
                         wgmma_wait<0>();
                         fence_regs(s);
@@ -405,7 +405,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                     advance_max(mna, mu, al);
 #pragma unroll
                     for (int i = 0; i < 2; ++i) l[i] *= al[i];
-                    wait_tile(0);
+                    wait_part(0, 1);
                     if (zero_a) {
                         zero_hidden(ta, 0);
                         fence_proxy_async();
@@ -426,18 +426,13 @@ __global__ void __launch_bounds__(kThreads, 1)
                         }
                         if (zero_b) zero_hidden(tb, 1);
                         fence_proxy_async();
-                        const bool moved = bar_or(4, 128, al2[0] != 1.f || al2[1] != 1.f);
-                        if (wtid == 0) *s_flag = moved ? 1u : 0u;
+                        ptx::named_barrier(4, 128);  // P_b for this warpgroup's wgmma
                         bar_arrive(2, kThreads);
-                        if (moved) {
-                            wgmma_wait<0>();
-                            fence_regs(o);
-                            rescale_o(al2);
-                        }
-                        issue_pv(desc_pb, 1);
-                        wgmma_wait<1>();  // P_a V_a: stage 0's value columns 256..511 are free
+                        wgmma_wait<0>();  // P_a V_a: stage 0's part 1 is free: refill it now
                         fence_regs(o);
                         if (ta + 2 < t1) load_tile(0, off_a, false);
+                        rescale_o(al2);
+                        issue_pv(desc_pb, 1);
                         wgmma_wait<0>();
                         fence_regs(o);
                         ptx::named_barrier(5, kThreads);  // WG0's P_b V_b is done too

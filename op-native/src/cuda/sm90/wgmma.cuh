@@ -154,17 +154,6 @@ __device__ __forceinline__ void wgmma_m64n256k16<__half, 1>(float (&d)[128], uin
 __device__ __forceinline__ void bar_arrive(int id, int count) {
     asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
-// Named barrier `id` over `count` threads that also returns whether any of them passed true.
-__device__ __forceinline__ bool bar_or(int id, int count, bool v) {
-    uint32_t r;
-    asm volatile(
-        "{\n.reg .pred p, q;\nsetp.ne.u32 q, %1, 0;\nbar.red.or.pred p, %2, %3, q;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(r)
-        : "r"(uint32_t(v)), "r"(id), "r"(count)
-        : "memory");
-    return r != 0;
-}
 // mbarrier in shared memory: init with an arrival count, the arrival of this thread once its
 // earlier cp.async copies have landed (counted against that count), wait for a phase.
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
