@@ -1,14 +1,21 @@
 // sm_90a dense decode with warpgroup MMA (HGMMA): the schedule, epilogue and partial format
-// of the sm80 kernel (decode_mma.cuh), with the two matrix products on wgmma:
-//   S = Q K^T     warpgroup w: all 64 rows x keys 32 w .. +32 of the tile, m64n32k16 over d_qk
-//                 (Q and K K-major in shared memory)
-//   online softmax in log2 units; the warpgroups swap row maxima through shared memory and
-//   write their half of P (bf16 / fp16) into one 64 x 64 tile
-//   O += P V      warpgroup w: all 64 rows x value columns 256 w .. +256, m64n256k16 over the
-//                 64 keys (P K-major, V = the K tile read MN-major: no transposed copy)
+// of the sm80 kernel (decode_mma.cuh), with the two matrix products on wgmma and the two
+// warpgroups out of phase ("seesaw"). Key tiles come in pairs (a, b): stage 0 holds a, stage 1
+// holds b. Warpgroup 0 owns value columns 0..255 of O, warpgroup 1 columns 256..511.
+//   WG0: S_a = Q K_a^T (m64n64k16, all 64 rows x 64 keys), softmax of a -> P_a, m_a;
+//        O_L += P_a V_a[:, 0:256]; then, once WG1 has published P_b, O_L += P_b V_b[:, 0:256]
+//   WG1: S_b = Q K_b^T; once WG0 has published m_a: O_R += P_a V_a[:, 256:512], softmax of b
+//        from the running maximum m_a -> P_b, m_b; O_R += P_b V_b[:, 256:512]
+// so one warpgroup's softmax runs while the other's matrix products keep the tensor cores
+// busy, and every S is a whole-tile m64n64 (Q read from shared memory once per tile, not once
+// per warpgroup). P is written as bf16 / fp16 into shared memory (K-major A operand of
+// m64n256k16); V is the K tile read MN-major (no transposed copy). O is rescaled only when a
+// row's maximum moved. Each warpgroup waits for its P_a V_a before P_b V_b (O may need the
+// rescale by m_a -> m_b in between) and refills its part of stage 0 right then.
 // Key rows arrive by cp.async, addressed row by row through the block table (any
-// block_size), into two stages; S of tile t + 1 is issued right behind P V of tile t, and the
-// stage of tile t refills (tile t + 2) as soon as P V(t) is done. Q, K and P live in the
+// block_size), each warpgroup copying its 256 value columns (and the rope columns of the tile
+// whose S it computes) as soon as its own products on that stage are done; a stage's
+// completion is an mbarrier phase (cp.async.mbarrier.arrive). Q, K and P live in the
 // 128-byte-swizzled layout that wgmma reads: column block cb (64 elements) of row r at
 // cb * rows * 128 + r * 128, its 16-byte chunk c at c ^ (r % 8).
 #pragma once
@@ -24,9 +31,11 @@ namespace cuda {
 namespace sm90 {
 
 // Byte offsets from a 1024-byte aligned base (the dynamic allocation carries 1024 bytes of
-// slack to reach it). The epilogue stages float [64][d_v + 8] over Q and K.
+// slack to reach it). P_b, read only by the P V products of tile b, lives in the rope column
+// block of stage 1 when d_qk > d_v (that block is only read by S_b, done by then); P_a has
+// its own 8 KB. The epilogue stages float [64][d_v + 8] over Q and K.
 struct WgmmaSmem {
-    int64_t q, k, k_stage, p, max, l, lse, total;
+    int64_t q, k, k_stage, pa, pb, max, l, lse, bar, total;
 };
 
 __host__ __device__ inline WgmmaSmem wgmma_smem_layout(int64_t d_qk, int64_t d_v) {
@@ -37,14 +46,23 @@ __host__ __device__ inline WgmmaSmem wgmma_smem_layout(int64_t d_qk, int64_t d_v
     const int64_t qk = s.k + 2 * s.k_stage;
     const int64_t stage = kBlockRows * (d_v + 8) * 4;
     int64_t at = ((qk > stage ? qk : stage) + 1023) / 1024 * 1024;
-    s.p = at;
-    at += kBlockRows * kTileKeys * 2;
+    const int64_t p_tile = kBlockRows * kTileKeys * 2;
+    s.pa = at;
+    at += p_tile;
+    if (d_qk > d_v) {
+        s.pb = s.k + s.k_stage + (d_qk / 64 - 1) * (kTileKeys * 128);
+    } else {
+        s.pb = at;
+        at += p_tile;
+    }
     s.max = at;
     at += 2 * kBlockRows * 4;
     s.l = at;
     at += 2 * kBlockRows * 4;
     s.lse = at;
     at += kBlockRows * 4;
+    s.bar = at;  // four mbarriers (8 bytes each): stage s, warpgroup w's copies landed
+    at += 32;
     s.total = at + 1024;
     return s;
 }
@@ -61,14 +79,27 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
 
 // DQK: d_qk at compile time (512 or 576): the S loop must be unrolled for the wgmma
 // instructions to stay pipelined (a run-time loop makes ptxas serialise them, warning C7515).
+//
+// Synchronisation between the warpgroups (named barriers; 256 = both, 128 = one):
+//   1 (256)  WG0 arrives when P_a and m_a are in shared memory, WG1 waits
+//   2 (256)  WG1 arrives when P_b and m_b are there, WG0 waits
+//   5 (256)  WG0 arrives when its P_b V_b product is done (P_b and stage 1 may be
+//            overwritten by WG1's next copies), WG1 waits
+//   3, 6 (128) inside WG0 / WG1: a warpgroup's own shared-memory writes before its wgmma
+//   4 (128)  inside WG1: P_b before its own wgmma
+// Loads: mbarrier full[s][w] completes a phase when the 128 threads of warpgroup w have their
+// copies of the tile in stage s landed (part w: value columns 256 w .. +256, and the rope
+// columns of stage w). A thread waits on each phase of the parts it reads (phase bits in
+// `phase`): WG0 on [0][0], [0][1], [1][0]; WG1 on [1][0], [1][1], [0][1].
 template <typename T, int DQK>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_wgmma_kernel(const __grid_constant__ DecodeArgs a) {
 #ifdef MLA_SM90_WGMMA
     static_assert(DQK % 64 == 0 && DQK >= kHeadDimV && DQK <= kMaxHeadDimQK, "d_qk");
+    static_assert(kWarpgroups == 2 && kColsPerWarpgroup == 256, "two warpgroups, O halves");
     constexpr int kSteps = DQK / 16, kChunks = DQK / 8;
+    constexpr bool kRope = DQK > kHeadDimV;        // a column block that only S reads
     constexpr int kOTiles = kColsPerWarpgroup / 8;  // n8 column groups of a thread's O
-    constexpr int kLoadRows = kTileKeys / 8;        // key rows each warp loads per tile
     constexpr float kLn2 = 0.69314718055994531f;
 
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -82,31 +113,39 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t pad = ((raw + 1023) & ~1023u) - raw;
     unsigned char *smem = smem_raw + pad;
     const WgmmaSmem L = wgmma_smem_layout(a.d_qk, a.d_v);
-    const uint32_t sQ = raw + pad + uint32_t(L.q), sK = raw + pad + uint32_t(L.k);
-    const uint32_t sP = raw + pad + uint32_t(L.p);
+    const uint32_t base = raw + pad;
+    const uint32_t sQ = base + uint32_t(L.q), sK = base + uint32_t(L.k);
     const uint32_t k_stage = uint32_t(L.k_stage);
-    float *s_max = reinterpret_cast<float *>(smem + L.max);
+    const uint32_t bar_full = base + uint32_t(L.bar);
+    float *s_max = reinterpret_cast<float *>(smem + L.max);  // [0]: m after a, [64]: after b
     float *s_l = reinterpret_cast<float *>(smem + L.l);
     float *s_lse = reinterpret_cast<float *>(smem + L.lse);
     float *stage = reinterpret_cast<float *>(smem);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int wg = tid >> 7, wq = warp & 3;  // warpgroup, warp within it (16 rows)
+    const int wg = tid >> 7, wq = warp & 3, wtid = tid & 127;  // warpgroup, warp in it
     const int g = lane >> 2, q4 = lane & 3;
     const int row0 = wq * 16 + g, row1 = row0 + 8;
     const int rows_blk = int(min64(kBlockRows, a.rows - int64_t(mb) * kBlockRows));
     const int dv = int(a.d_v), stage_ld = dv + 8;
     const T *qg = static_cast<const T *>(a.q);
     const T *kvg = static_cast<const T *>(a.kv);
-    // This thread's cp.async destination within a stage (see load_k), and the wgmma
-    // descriptors at k-step 0: Q and this warpgroup's keys (S), P and its value columns (PV).
-    const uint32_t k_dst =
-        uint32_t((lane >> 3) * kColBlockBytes + warp * 128 + (((lane & 7) ^ (warp & 7)) << 4));
+    // wgmma descriptors at k-step 0: Q, stage 0's keys (S), P_a / P_b and this warpgroup's
+    // value columns of stage 0 (P V). Stage 1: + k_stage / 16.
     const uint32_t desc_q0 = desc_lo(sQ, 16);
-    const uint32_t desc_k0 = desc_lo(sK + uint32_t(wg) * (kKeysPerWarpgroup * 128), 16);
-    const uint32_t desc_p0 = desc_lo(sP, 16);
+    const uint32_t desc_k0 = desc_lo(sK, 16);
+    const uint32_t desc_pa = desc_lo(base + uint32_t(L.pa), 16);
+    const uint32_t desc_pb = desc_lo(base + uint32_t(L.pb), 16);
     const uint32_t desc_v0 =
         desc_lo(sK + uint32_t(wg) * (kColsPerWarpgroup / 64) * kColBlockBytes, kColBlockBytes);
+    const uint32_t stage_desc = k_stage >> 4;
+
+    if (tid == 0) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) mbar_init(bar_full + 8 * i, 128);
+    }
+    __syncthreads();
+    uint32_t phase = 0;  // bit 2 s + w: parity of the next phase of full[s][w] to wait for
 
     for (int64_t u = us; u < ue || (u == ue && te > 0); ++u) {
         const int n_u = int(unit_tiles(sc, u));
@@ -120,51 +159,95 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int i = 0; i < kOTiles * 4; ++i) o[i] = 0.f;
 
-        // Key rows of a tile: lanes < kLoadRows look up their row's cache offset (block table
-        // read one tile ahead, so the load latency hides behind a tile of work), then the warp
-        // copies its kLoadRows rows into a stage.
+        // Key rows of a tile: warp wq of each warpgroup copies rows 16 wq .. +15; lane i < 16
+        // looks up row 16 wq + i's cache offset (one pair of tiles ahead, so the block-table
+        // read hides behind a pair of work).
         auto fetch_offsets = [&](int t) -> int64_t {
             int64_t off = -1;
-            const int tok = t * kTileKeys + warp + 8 * lane;
-            if (lane < kLoadRows && t < t1 && tok < len) off = key_offset(a, b, kvh, tok);
+            const int tok = t * kTileKeys + wq * 16 + lane;
+            if (lane < 16 && t < t1 && tok < len) off = key_offset(a, b, kvh, tok);
             return off;
         };
-        // Row warp + 8 i, chunk lane + 32 j lands at k_dst + i * 1024 + j * 4 * kColBlockBytes
-        // in the stage: (warp + 8 i) % 8 = warp % 8, so one swizzle serves all of a thread's
-        // copies.
-        auto load_k = [&](int buf, int64_t my_off) {
-            const uint32_t kb = sK + uint32_t(buf) * k_stage + k_dst;
-#pragma unroll 1
-            for (int i = 0; i < kLoadRows; ++i) {
+        // This warpgroup's share of a tile into stage st: its 256 value columns (one 16-byte
+        // chunk per lane and row) and, with rope, the columns past d_v (8 chunks per row, four
+        // rows per instruction); then this thread's arrival on full[st][wg].
+        auto load_tile = [&](int st, int64_t my_off, bool rope) {
+            const uint32_t kb = sK + uint32_t(st) * k_stage;
+            const int c = wg * 32 + lane;  // chunk of the row
+#pragma unroll 4
+            for (int i = 0; i < 16; ++i) {
                 const int64_t off = __shfl_sync(0xffffffffu, my_off, i);
-                const T *src = (off >= 0 ? kvg + off : kvg) + lane * 8;
-                const int bytes = off >= 0 ? 16 : 0;  // past the sequence: zeros, no read
-#pragma unroll
-                for (int j = 0; j < (kChunks + 31) / 32; ++j)
-                    if (j * 32 + 32 <= kChunks || lane + j * 32 < kChunks)
-                        ptx::cp_async_16(kb + uint32_t(i * 1024 + j * 4 * kColBlockBytes),
-                                         src + j * 256, bytes);
+                const T *src = (off >= 0 ? kvg + off : kvg) + c * 8;
+                const int r = wq * 16 + i;
+                ptx::cp_async_16(kb + uint32_t((c >> 3) * kColBlockBytes + r * 128 +
+                                               (((c & 7) ^ (i & 7)) << 4)),
+                                 src, off >= 0 ? 16 : 0);  // past the sequence: zeros, no read
             }
+            if (kRope && rope) {
+                const int cr = 2 * kColsPerWarpgroup / 8 + (lane & 7);
+#pragma unroll
+                for (int k = 0; k < 4; ++k) {
+                    const int i = 4 * k + (lane >> 3);
+                    const int64_t off = __shfl_sync(0xffffffffu, my_off, i);
+                    const int r = wq * 16 + i;
+                    if (cr < kChunks)
+                        ptx::cp_async_16(kb + uint32_t((cr >> 3) * kColBlockBytes + r * 128 +
+                                                       (((cr & 7) ^ (r & 7)) << 4)),
+                                         (off >= 0 ? kvg + off : kvg) + cr * 8, off >= 0 ? 16 : 0);
+                }
+            }
+            mbar_arrive_cp_async(bar_full + 8 * (2 * st + wg));
         };
-        // S = Q K^T for the tile in stage buf: 64 rows x this warpgroup's 32 keys, issued
-        // asynchronously (one commit group) into two accumulator chains (even and odd k-steps,
-        // summed after the wait: half the dependent chain length of one). Descriptors advance
-        // by compile-time constants (16-byte units): k-step ks is 32 bytes into column block
-        // ks / 4.
-        float s[16], s2[16];
+        auto wait_part = [&](int st, int w) {
+            const int i = 2 * st + w;
+            mbar_wait(bar_full + 8 * i, (phase >> i) & 1u);
+            phase ^= 1u << i;
+            fence_proxy_async();  // cp.async data -> wgmma operand reads
+        };
+        // S = Q K^T for the tile in stage st: 64 rows x 64 keys, one commit group, over the
+        // column blocks of part 0 as soon as they have landed, then those of part 1 (the rope
+        // block belongs to part st). Descriptors advance by compile-time constants (16-byte
+        // units): k-step ks is 32 bytes into column block ks / 4.
+        float s[32];
         auto kofs = [](int ks) {
             return uint32_t(((ks >> 2) * kColBlockBytes + (ks & 3) * 32) >> 4);
         };
-        auto issue_s = [&](int buf) {
-            const uint32_t dk = desc_k0 + ((uint32_t(buf) * k_stage) >> 4);
+        auto part_of = [](int cb, int st) { return cb < 4 ? 0 : (cb < 8 ? 1 : st); };
+        auto issue_s = [&](int st) {
+            const uint32_t dk = desc_k0 + uint32_t(st) * stage_desc;
+            wait_part(st, 0);
             wgmma_fence();
 #pragma unroll
-            for (int ks = 0; ks < kSteps; ks += 2) {
-                wgmma_m64n32k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), ks > 0);
-                wgmma_m64n32k16<T, 0>(s2, desc(desc_q0 + kofs(ks + 1)), desc(dk + kofs(ks + 1)),
-                                      ks > 0);
-            }
+            for (int ks = 0; ks < kSteps; ++ks)
+                if (part_of(ks >> 2, st) == 0)
+                    wgmma_m64n64k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), ks > 0);
+            wait_part(st, 1);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < kSteps; ++ks)
+                if (part_of(ks >> 2, st) == 1)
+                    wgmma_m64n64k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), 1);
             wgmma_commit();
+        };
+        // O += P V over the 64 keys of stage st: 64 rows x this warpgroup's 256 value columns.
+        auto issue_pv = [&](uint32_t desc_p, int st) {
+            const uint32_t dvs = desc_v0 + uint32_t(st) * stage_desc;
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < kTileKeys / 16; ++ks)  // 16 keys: 32 bytes of P, 2 KB of V
+                wgmma_m64n256k16<T, 1>(o, desc(desc_p + ks * 2), desc(dvs + ks * 128), 1);
+            wgmma_commit();
+        };
+        auto rescale_o = [&](const float (&al)[2]) {
+            if (__any_sync(0xffffffffu, al[0] != 1.f || al[1] != 1.f)) {
+#pragma unroll
+                for (int nt = 0; nt < kOTiles; ++nt) {
+                    o[nt * 4 + 0] *= al[0];
+                    o[nt * 4 + 1] *= al[0];
+                    o[nt * 4 + 2] *= al[1];
+                    o[nt * 4 + 3] *= al[1];
+                }
+            }
         };
 
         if (t0 < t1) {
@@ -179,11 +262,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                 for (int c = lane; c < kChunks; c += 32)
                     ptx::cp_async_16(sQ + swz128(r, c, kBlockRows), src + c * 8, valid ? 16 : 0);
             }
-            load_k(0, fetch_offsets(t0));
-            ptx::cp_async_commit();
-            if (t0 + 1 < t1) load_k(1, fetch_offsets(t0 + 1));
-            ptx::cp_async_commit();
-            int64_t next_off = fetch_offsets(t0 + 2);
+            // Q's copies precede every thread's arrivals on both stages.
+            load_tile(0, fetch_offsets(t0), wg == 0);
+            if (t0 + 1 < t1) load_tile(1, fetch_offsets(t0 + 1), wg == 1);
+            int64_t off_a = fetch_offsets(t0 + 2), off_b = fetch_offsets(t0 + 3);
 
             int lim[2];
 #pragma unroll
@@ -192,28 +274,15 @@ __global__ void __launch_bounds__(kThreads, 1)
                 lim[i] = int(last_key(a, len, rin / a.group));
             }
             const int min_lim = a.causal ? len - int(a.s_q) : len - 1;
+            const bool hide = a.causal && a.s_q > 1;
 
-            ptx::cp_async_wait<1>();  // Q and the first tile
-            fence_proxy_async();      // cp.async data -> wgmma operand reads
-            __syncthreads();
-            issue_s(0);
-            wgmma_wait<0>();
-            fence_regs(s);
-            fence_regs(s2);
-#pragma unroll
-            for (int i = 0; i < 16; ++i) s[i] += s2[i];
-
-            // Pipeline per tile t (stage buf): softmax(t) -> PV(t) issued -> S(t + 1) issued on
-            // the other stage -> PV(t) done -> stage buf refilled with tile t + 2 -> S(t + 1) done.
-            for (int t = t0; t < t1; ++t) {
-                const int buf = (t - t0) & 1;
-
-                // Scale to log2 units, mask, row maxima over both warpgroups.
+            // Scale to log2 units, mask, row maxima of this thread's rows (quad-reduced).
+            auto scale_mask = [&](int t, float (&mx)[2]) {
                 const bool masked = (t + 1) * kTileKeys - 1 > min_lim;
-                const int key0 = t * kTileKeys + wg * kKeysPerWarpgroup + q4 * 2;
-                float mx[2] = {-INFINITY, -INFINITY};
+                const int key0 = t * kTileKeys + q4 * 2;
+                mx[0] = mx[1] = -INFINITY;
 #pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
+                for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
                         float v = s[nt * 4 + e] * a.scale_log2;
@@ -226,93 +295,154 @@ __global__ void __launch_bounds__(kThreads, 1)
                     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
                     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
                 }
-                if (q4 == 0) {
-                    s_max[wg * kBlockRows + row0] = mx[0];
-                    s_max[wg * kBlockRows + row1] = mx[1];
-                }
-                ptx::named_barrier(1, kThreads);  // also: both warpgroups' S(t) reads are done
-
-                // Keys past min_lim are hidden from some rows by the causal mask: zero the
-                // non-finite values of their value dims before P V reads them (ptx.cuh says why).
-                if (masked && a.causal && a.s_q > 1) {
-                    const int z0 = max(min_lim + 1, t * kTileKeys);
-                    const int z1 = min(len, (t + 1) * kTileKeys);
-                    const int words = (dv + 7) / 8 * 4;  // 4-byte words of the value chunks
-#pragma unroll 1
-                    for (int i = tid; i < (z1 - z0) * words; i += kThreads) {
-                        const int r = z0 - t * kTileKeys + i / words, w = i % words;
-                        uint32_t *word = reinterpret_cast<uint32_t *>(
-                            smem + L.k + int64_t(buf) * k_stage + swz128(r, w >> 2, kBlockRows) +
-                            (w & 3) * 4);
-                        *word = ptx::zero_nonfinite2<T>(*word, true, true);
-                    }
-                }
-
-                float mu[2], alpha[2];
+            };
+            // The new running maximum from m and a tile's row maxima: mu (the exponent's
+            // offset, 0 while no key is visible) and the factor al of what was summed so far.
+            auto advance_max = [&](const float (&mn)[2], float (&mu)[2], float (&al)[2]) {
 #pragma unroll
                 for (int i = 0; i < 2; ++i) {
-                    const int r = row0 + 8 * i;
-                    const float mn = fmaxf(m[i], fmaxf(s_max[r], s_max[kBlockRows + r]));
-                    mu[i] = mn == -INFINITY ? 0.f : mn;
-                    alpha[i] = exp2f(m[i] - mu[i]);
-                    m[i] = mn;
+                    mu[i] = mn[i] == -INFINITY ? 0.f : mn[i];
+                    al[i] = exp2f(m[i] - mu[i]);
+                    m[i] = mn[i];
                 }
-                float rs[2] = {0.f, 0.f};
+            };
+            // P = 2^(s - mu) as T into the 64 x 64 tile at p_addr; rs = this thread's row sums.
+            auto exp_store = [&](uint32_t p_addr, const float (&mu)[2], float (&rs)[2]) {
+                rs[0] = rs[1] = 0.f;
 #pragma unroll
-                for (int nt = 0; nt < 4; ++nt) {
+                for (int nt = 0; nt < 8; ++nt) {
                     const float p0 = exp2f(s[nt * 4 + 0] - mu[0]);
                     const float p1 = exp2f(s[nt * 4 + 1] - mu[0]);
                     const float p2 = exp2f(s[nt * 4 + 2] - mu[1]);
                     const float p3 = exp2f(s[nt * 4 + 3] - mu[1]);
                     rs[0] += p0 + p1;
                     rs[1] += p2 + p3;
-                    const int c = wg * (kKeysPerWarpgroup / 8) + nt;  // 16-byte chunk of P's row
-                    const uint32_t a0 = sP + swz128(row0, c, kBlockRows) + q4 * 4;
-                    const uint32_t a1 = sP + swz128(row1, c, kBlockRows) + q4 * 4;
+                    const uint32_t a0 = p_addr + swz128(row0, nt, kBlockRows) + q4 * 4;
+                    const uint32_t a1 = p_addr + swz128(row1, nt, kBlockRows) + q4 * 4;
                     asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a0), "r"(ptx::pack2<T>(p0, p1)));
                     asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a1), "r"(ptx::pack2<T>(p2, p3)));
                 }
-#pragma unroll
-                for (int i = 0; i < 2; ++i) l[i] = l[i] * alpha[i] + rs[i];
-                if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-                    for (int nt = 0; nt < kOTiles; ++nt) {
-                        o[nt * 4 + 0] *= alpha[0];
-                        o[nt * 4 + 1] *= alpha[0];
-                        o[nt * 4 + 2] *= alpha[1];
-                        o[nt * 4 + 3] *= alpha[1];
-                    }
+            };
+            // Keys past min_lim are hidden from some rows by the causal mask: zero the
+            // non-finite values of this warpgroup's value columns of tile t (stage st) before
+            // its P V reads them, after S(t) has read them (ptx.cuh says why).
+            auto zero_hidden = [&](int t, int st) {
+                const int z0 = max(min_lim + 1, t * kTileKeys);
+                const int z1 = min(len, (t + 1) * kTileKeys);
+                constexpr int kWords = kColsPerWarpgroup / 2;  // 4-byte words of 256 columns
+#pragma unroll 1
+                for (int i = wtid; i < (z1 - z0) * kWords; i += 128) {
+                    const int r = z0 - t * kTileKeys + i / kWords, w = i % kWords;
+                    uint32_t *word = reinterpret_cast<uint32_t *>(
+                        smem + L.k + int64_t(st) * k_stage +
+                        swz128(r, wg * (kColsPerWarpgroup / 8) + (w >> 2), kBlockRows) + (w & 3) * 4);
+                    *word = ptx::zero_nonfinite2<T>(*word, true, true);
                 }
-                fence_proxy_async();  // P stores -> wgmma operand reads
-                ptx::named_barrier(2, kThreads);
+            };
 
-                // O += P V: 64 rows x this warpgroup's 256 value columns, over the 64 keys.
-                wgmma_fence();
-                const uint32_t desc_v = desc_v0 + ((uint32_t(buf) * k_stage) >> 4);
-#pragma unroll
-                for (int ks = 0; ks < kTileKeys / 16; ++ks)  // 16 keys: 32 bytes of P, 2 KB of V
-                    wgmma_m64n256k16<T, 1>(o, desc(desc_p0 + ks * 2), desc(desc_v + ks * 128), 1);
-                wgmma_commit();
-
-                if (t + 1 < t1) {
-                    ptx::cp_async_wait<0>();  // tile t + 1 (this thread's copies)
-                    fence_proxy_async();
-                    ptx::named_barrier(3, kThreads);  // ... and everyone's
-                    issue_s(buf ^ 1);
-                    wgmma_wait<1>();  // PV(t) of this warpgroup
-                    fence_regs(o);
-                    ptx::named_barrier(4, kThreads);  // both: stage buf and P are free
-                    if (t + 2 < t1) load_k(buf, next_off);  // tile t + 2
-                    ptx::cp_async_commit();
-                    next_off = fetch_offsets(t + 3);
+            for (int ta = t0; ta < t1; ta += 2) {
+                const int tb = ta + 1;
+                const bool has_b = tb < t1;
+                const bool zero_a = hide && (ta + 1) * kTileKeys - 1 > min_lim;
+                const bool zero_b = hide && (tb + 1) * kTileKeys - 1 > min_lim;
+                if (wg == 0) {
+                    issue_s(0);
                     wgmma_wait<0>();
                     fence_regs(s);
-                    fence_regs(s2);
+                    float mx[2], mu[2], al[2], rs[2];
+                    scale_mask(ta, mx);
+                    const float mn[2] = {fmaxf(m[0], mx[0]), fmaxf(m[1], mx[1])};
+                    advance_max(mn, mu, al);
+                    exp_store(base + uint32_t(L.pa), mu, rs);
 #pragma unroll
-                    for (int i = 0; i < 16; ++i) s[i] += s2[i];
-                } else {
-                    wgmma_wait<0>();
+                    for (int i = 0; i < 2; ++i) l[i] = l[i] * al[i] + rs[i];
+                    if (q4 == 0) {
+                        s_max[row0] = m[0];
+                        s_max[row1] = m[1];
+                    }
+                    if (zero_a) zero_hidden(ta, 0);
+                    fence_proxy_async();  // P stores -> wgmma operand reads
+                    bar_arrive(1, kThreads);
+                    ptx::named_barrier(3, 128);
+                    rescale_o(al);
+                    issue_pv(desc_pa, 0);
+                    wgmma_wait<0>();  // P_a V_a: stage 0's part 0 is free: refill it now
                     fence_regs(o);
+                    if (ta + 2 < t1) load_tile(0, off_a, true);
+                    if (has_b) {
+                        ptx::named_barrier(2, kThreads);
+                        const float mnb[2] = {s_max[kBlockRows + row0], s_max[kBlockRows + row1]};
+                        float al2[2];
+                        advance_max(mnb, mu, al2);
+#pragma unroll
+                        for (int i = 0; i < 2; ++i) l[i] *= al2[i];
+                        wait_part(1, 0);
+                        if (zero_b) {
+                            zero_hidden(tb, 1);
+                            fence_proxy_async();
+                            ptx::named_barrier(3, 128);
+                        }
+                        rescale_o(al2);  // P_a V_a is done
+                        issue_pv(desc_pb, 1);
+                        wgmma_wait<0>();
+                        fence_regs(o);
+                        bar_arrive(5, kThreads);
+                        if (tb + 2 < t1) load_tile(1, off_b, false);
+                        off_a = fetch_offsets(ta + 4);
+                        off_b = fetch_offsets(tb + 4);
+                    }
+                } else {
+                    float mx[2] = {-INFINITY, -INFINITY};
+                    if (has_b) {
+                        issue_s(1);
+                        wgmma_wait<0>();
+                        fence_regs(s);
+                        scale_mask(tb, mx);
+                    }
+                    ptx::named_barrier(1, kThreads);
+                    float mu[2], al[2];
+                    const float mna[2] = {s_max[row0], s_max[row1]};
+                    advance_max(mna, mu, al);
+#pragma unroll
+                    for (int i = 0; i < 2; ++i) l[i] *= al[i];
+                    wait_part(0, 1);
+                    if (zero_a) {
+                        zero_hidden(ta, 0);
+                        fence_proxy_async();
+                        ptx::named_barrier(6, 128);
+                    }
+                    rescale_o(al);
+                    issue_pv(desc_pa, 0);
+                    if (has_b) {
+                        const float mn[2] = {fmaxf(m[0], mx[0]), fmaxf(m[1], mx[1])};
+                        float al2[2], rs[2];
+                        advance_max(mn, mu, al2);
+                        exp_store(base + uint32_t(L.pb), mu, rs);
+#pragma unroll
+                        for (int i = 0; i < 2; ++i) l[i] = l[i] * al2[i] + rs[i];
+                        if (q4 == 0) {
+                            s_max[kBlockRows + row0] = m[0];
+                            s_max[kBlockRows + row1] = m[1];
+                        }
+                        if (zero_b) zero_hidden(tb, 1);
+                        fence_proxy_async();
+                        ptx::named_barrier(4, 128);  // P_b for this warpgroup's wgmma
+                        bar_arrive(2, kThreads);
+                        wgmma_wait<0>();  // P_a V_a: stage 0's part 1 is free: refill it now
+                        fence_regs(o);
+                        if (ta + 2 < t1) load_tile(0, off_a, false);
+                        rescale_o(al2);
+                        issue_pv(desc_pb, 1);
+                        wgmma_wait<0>();
+                        fence_regs(o);
+                        ptx::named_barrier(5, kThreads);  // WG0's P_b V_b is done too
+                        if (tb + 2 < t1) load_tile(1, off_b, true);
+                        off_a = fetch_offsets(ta + 4);
+                        off_b = fetch_offsets(tb + 4);
+                    } else {
+                        wgmma_wait<0>();
+                        fence_regs(o);
+                    }
                 }
             }
         }
@@ -327,7 +457,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             s_l[wg * kBlockRows + row0] = l[0];
             s_l[wg * kBlockRows + row1] = l[1];
         }
-        ptx::named_barrier(1, kThreads);
+        __syncthreads();
         float lse[2], inv[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
@@ -339,7 +469,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             inv[i] = !(lt <= 0.f) ? 1.f / lt : 0.f;
         }
         if (complete) {
-            ptx::cp_async_wait<0>();
+            asm volatile("cp.async.wait_all;\n" ::: "memory");
             __syncthreads();  // the staging area overlays Q and K
 #pragma unroll
             for (int nt = 0; nt < kOTiles; ++nt) {

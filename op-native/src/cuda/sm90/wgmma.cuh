@@ -1,8 +1,9 @@
 // Hopper warpgroup MMA (wgmma, sm_90a only) and the shared-memory matrix descriptors it
-// reads, as used by the sm90 dense decode kernel: m64n32k16 (S = Q K^T, 32 keys per
-// warpgroup) and m64n256k16 (O += P V, 256 value columns per warpgroup), float accumulators,
+// reads, as used by the sm90 dense decode kernel: m64n64k16 (S = Q K^T for a 64-key tile)
+// and m64n256k16 (O += P V, 256 value columns per warpgroup), float accumulators,
 // operands in shared memory in the 128-byte-swizzled layout (16-byte chunk c of a 128-byte
 // row r stored at chunk c ^ (r % 8), atoms of 8 rows x 128 bytes 1024-byte aligned).
+// Also the barriers the kernel's two warpgroups synchronise with (named barriers, mbarriers).
 // Compiled for sm_90a only: the other targets see declarations and never call them.
 #pragma once
 #include <cuda_bf16.h>
@@ -59,35 +60,40 @@ __device__ __forceinline__ void fence_regs(float (&d)[N]) {
 
 // d (+)= A B for A 64x16 (K-major) and B 16xN from shared memory; accumulate 0 overwrites d.
 // kTransB 0: B is K-major (S = Q K^T, keys as rows); 1: MN-major (O += P V, V rows are keys
-// with the N value columns contiguous). Specialised for the combinations the kernel uses.
+// with the N value columns contiguous). Specialised for the combinations the kernel uses:
+// m64n64k16 K-major (S for a whole 64-key tile), m64n256k16 MN-major (O += P V).
 template <typename T, int kTransB>
-__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b,
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t a, uint64_t b,
                                                 int accumulate);
 template <typename T, int kTransB>
 __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t a, uint64_t b,
                                                  int accumulate);
 
 template <>
-__device__ __forceinline__ void wgmma_m64n32k16<__nv_bfloat16, 0>(float (&d)[16], uint64_t a, uint64_t b,
-                                                              int accumulate) {
+__device__ __forceinline__ void wgmma_m64n64k16<__nv_bfloat16, 0>(float (&d)[32], uint64_t a, uint64_t b,
+                                                    int accumulate) {
     asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "l"(a), "l"(b), "r"(accumulate));
 }
 
 template <>
-__device__ __forceinline__ void wgmma_m64n32k16<__half, 0>(float (&d)[16], uint64_t a, uint64_t b,
-                                                              int accumulate) {
+__device__ __forceinline__ void wgmma_m64n64k16<__half, 0>(float (&d)[32], uint64_t a, uint64_t b,
+                                                    int accumulate) {
     asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "l"(a), "l"(b), "r"(accumulate));
 }
 
@@ -141,6 +147,28 @@ __device__ __forceinline__ void wgmma_m64n256k16<__half, 1>(float (&d)[128], uin
           "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
           "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
         : "l"(a), "l"(b), "r"(accumulate));
+}
+
+// Named barrier `id` over `count` threads: arrive without waiting (the producer side of a
+// barrier that other threads bar.sync on).
+__device__ __forceinline__ void bar_arrive(int id, int count) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+// mbarrier in shared memory: init with an arrival count, the arrival of this thread once its
+// earlier cp.async copies have landed (counted against that count), wait for a phase.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile(
+        "{\n.reg .pred done;\nWAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra WAIT;\n}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
 }
 
 #endif  // MLA_SM90_WGMMA
