@@ -129,12 +129,12 @@ __device__ __forceinline__ int64_t last_key(const DecodeArgs &a, int64_t len, in
 
 // Writes output row (request b, query j, head h) from row[0, d_v) (shared memory, the
 // attention output already divided by its normaliser) and its lse (natural log, +inf when the
-// query attended no key), in the order of the CPU kernel: sink factor, VVPA rotation by
+// query attended no key, NaN when it saw a NaN key), in the order of the CPU kernel: sink factor, VVPA rotation by
 // R(-position), store in out's dtype. One warp; row is modified in place.
 template <typename Acc>
 __device__ void write_row(const DecodeArgs &a, Acc *row, int64_t b, int64_t j, int64_t h,
                           Acc lse, int lane) {
-    const bool none = !(lse < Acc(INFINITY));
+    const bool none = lse == Acc(INFINITY);  // a NaN lse (the row saw a NaN key) stays NaN
     Acc factor = Acc(1);
     if (!none && a.sink) {
         const Acc s = Acc(a.sink[h]);

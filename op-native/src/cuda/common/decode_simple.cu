@@ -50,8 +50,9 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
                    (off >= 0 ? w * load_elem<Acc>(a.kv, a.kv_dtype, off + c) : Acc(0));
         m = m_new;
     }
-    const Acc lse = l > Acc(0) ? m + log(l) : Acc(INFINITY);
-    const Acc inv = l > Acc(0) ? Acc(1) / l : Acc(0);
+    // l is NaN when the row saw a NaN key: lse and out stay NaN.
+    const Acc lse = !(l <= Acc(0)) ? m + log(l) : Acc(INFINITY);
+    const Acc inv = !(l <= Acc(0)) ? Acc(1) / l : Acc(0);
     for (int64_t c = lane; c < a.d_v; c += 32) o[c] *= inv;
     __syncwarp();
     write_row<Acc>(a, o, b, j, h, lse, lane);
