@@ -28,6 +28,8 @@ public final class DeviceCall implements Operands, AutoCloseable {
     private final Map<INDArray, Pointer> bound = new IdentityHashMap<>();
     private final List<Object[]> downloads = new ArrayList<>(); // {host array, device pointer}
     private boolean finished;
+    private Pointer workspace;
+    private long workspaceBytes;
 
     private DeviceCall(Staging staging) {
         this.staging = staging;
@@ -92,9 +94,18 @@ public final class DeviceCall implements Operands, AutoCloseable {
         return d;
     }
 
+    /**
+     * Scratch for a launch of this call. Launches of one call are ordered on its stream, so
+     * they share one workspace (grown when a launch needs more).
+     */
     @Override
     public Pointer workspace(long bytes) {
-        return bytes <= 0 ? null : staging.take(bytes);
+        if (bytes <= 0) return null;
+        if (bytes > workspaceBytes) {
+            workspace = staging.take(bytes);
+            workspaceBytes = bytes;
+        }
+        return workspace;
     }
 
     /** Copies the outputs back to their host arrays and waits for the call to finish. */
