@@ -12,10 +12,12 @@
 // m64n256k16); V is the K tile read MN-major (no transposed copy). O is rescaled only when a
 // row's maximum moved. Each warpgroup waits for its P_a V_a before P_b V_b (O may need the
 // rescale by m_a -> m_b in between) and refills its part of stage 0 right then.
-// Key rows arrive by cp.async, addressed row by row through the block table (any
-// block_size), each warpgroup copying its 256 value columns (and the rope columns of the tile
+// Key tiles arrive by tensor copies (TMA) when block_size is a multiple of 64 and the tile is
+// whole, otherwise by cp.async, addressed row by row through the block table (any
+// block_size); each warpgroup loads its 256 value columns (and the rope columns of the tile
 // whose S it computes) as soon as its own products on that stage are done; a stage's
-// completion is an mbarrier phase (cp.async.mbarrier.arrive). Q, K and P live in the
+// completion is an mbarrier phase (cp.async.mbarrier.arrive, plus the tensor copies' bytes).
+// Q, K and P live in the
 // 128-byte-swizzled layout that wgmma reads: column block cb (64 elements) of row r at
 // cb * rows * 128 + r * 128, its 16-byte chunk c at c ^ (r % 8).
 #pragma once
