@@ -12,13 +12,19 @@
 // m64n256k16); V is the K tile read MN-major (no transposed copy). O is rescaled only when a
 // row's maximum moved. Each warpgroup waits for its P_a V_a before P_b V_b (O may need the
 // rescale by m_a -> m_b in between) and refills its part of stage 0 right then.
-// Key rows arrive by cp.async, addressed row by row through the block table (any
-// block_size), each warpgroup copying its 256 value columns (and the rope columns of the tile
+// Key tiles arrive by tensor copies (TMA) when block_size is a multiple of 64 and the tile is
+// whole, otherwise by cp.async, addressed row by row through the block table (any
+// block_size); each warpgroup loads its 256 value columns (and the rope columns of the tile
 // whose S it computes) as soon as its own products on that stage are done; a stage's
-// completion is an mbarrier phase (cp.async.mbarrier.arrive). Q, K and P live in the
+// completion is an mbarrier phase (cp.async.mbarrier.arrive, plus the tensor copies' bytes).
+// Q, K and P live in the
 // 128-byte-swizzled layout that wgmma reads: column block cb (64 elements) of row r at
 // cb * rows * 128 + r * 128, its 16-byte chunk c at c ^ (r % 8).
 #pragma once
+#include <cuda.h>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 #include "cuda/common/check.cuh"
 #include "cuda/common/decode_args.cuh"
 #include "cuda/common/ptx.cuh"
@@ -91,9 +97,19 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
 // copies of the tile in stage s landed (part w: value columns 256 w .. +256, and the rope
 // columns of stage w). A thread waits on each phase of the parts it reads (phase bits in
 // `phase`): WG0 on [0][0], [0][1], [1][0]; WG1 on [1][0], [1][1], [0][1].
+//
+// tmap / use_tma: when block_size is a multiple of 64 (a tile lies in one cache block) and the
+// host could describe the cache as a 4-d tensor (d_qk, token in block, KV head, block) with a
+// 64 x 64 box and the 128-byte swizzle, every whole tile arrives by tensor copies (TMA): one
+// thread of a warpgroup issues its part (4 or 5 column blocks of 8 KB) after a barrier of
+// the warpgroup and adds the bytes to full[st][w]; the other threads only arrive. A block
+// id outside the cache is given as coordinate num_blocks, which the copy fills with zeros.
+// The last tile of a sequence, when partial, still takes the cp.async path (zeros past the
+// sequence, not the cache's contents).
 template <typename T, int DQK>
 __global__ void __launch_bounds__(kThreads, 1)
-    decode_wgmma_kernel(const __grid_constant__ DecodeArgs a) {
+    decode_wgmma_kernel(const __grid_constant__ DecodeArgs a, const __grid_constant__ CUtensorMap tmap,
+                        int use_tma) {
 #ifdef MLA_SM90_WGMMA
     static_assert(DQK % 64 == 0 && DQK >= kHeadDimV && DQK <= kMaxHeadDimQK, "d_qk");
     static_assert(kWarpgroups == 2 && kColsPerWarpgroup == 256, "two warpgroups, O halves");
@@ -162,8 +178,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         // Key rows of a tile: warp wq of each warpgroup copies rows 16 wq .. +15; lane i < 16
         // looks up row 16 wq + i's cache offset (one pair of tiles ahead, so the block-table
         // read hides behind a pair of work).
+        // With TMA for tile t, thread 0 of each warpgroup looks up the tile's cache block
+        // instead (num_blocks: outside the cache).
+        auto tma_tile = [&](int t) { return use_tma && (t + 1) * kTileKeys <= len; };
         auto fetch_offsets = [&](int t) -> int64_t {
             int64_t off = -1;
+            if (tma_tile(t)) {
+                if (wtid == 0 && t < t1) {
+                    const int64_t blk =
+                        a.block_table[b * a.block_table_stride + int64_t(t) * kTileKeys / a.block_size];
+                    off = blk < 0 || blk >= a.num_blocks ? a.num_blocks : blk;
+                }
+                return off;
+            }
             const int tok = t * kTileKeys + wq * 16 + lane;
             if (lane < 16 && t < t1 && tok < len) off = key_offset(a, b, kvh, tok);
             return off;
@@ -171,8 +198,29 @@ __global__ void __launch_bounds__(kThreads, 1)
         // This warpgroup's share of a tile into stage st: its 256 value columns (one 16-byte
         // chunk per lane and row) and, with rope, the columns past d_v (8 chunks per row, four
         // rows per instruction); then this thread's arrival on full[st][wg].
-        auto load_tile = [&](int st, int64_t my_off, bool rope) {
+        auto load_tile = [&](int st, int t, int64_t my_off, bool rope) {
             const uint32_t kb = sK + uint32_t(st) * k_stage;
+            const uint32_t bar = bar_full + 8 * (2 * st + wg);
+            if (tma_tile(t)) {
+                // Every warp of the warpgroup is past its own products on this part.
+                ptx::named_barrier(7 + wg, 128);
+                if (wtid == 0) {
+                    const int nb = kRope && rope ? 5 : 4;
+                    mbar_expect_tx(bar, uint32_t(nb) * kColBlockBytes);
+                    const int tok = int((int64_t(t) * kTileKeys) % a.block_size);
+                    const int blk = int(my_off), h = int(kvh);
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) {
+                        const int cb = wg * (kColsPerWarpgroup / 64) + j;
+                        tma_load_4d(kb + uint32_t(cb) * kColBlockBytes, &tmap, cb * 64, tok, h, blk, bar);
+                    }
+                    if (kRope && rope)
+                        tma_load_4d(kb + uint32_t(kHeadDimV / 64) * kColBlockBytes, &tmap, kHeadDimV, tok,
+                                    h, blk, bar);
+                }
+                mbar_arrive_cp_async(bar);  // also covers this thread's earlier cp.async (Q)
+                return;
+            }
             const int c = wg * 32 + lane;  // chunk of the row
 #pragma unroll 4
             for (int i = 0; i < 16; ++i) {
@@ -196,7 +244,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                          (off >= 0 ? kvg + off : kvg) + cr * 8, off >= 0 ? 16 : 0);
                 }
             }
-            mbar_arrive_cp_async(bar_full + 8 * (2 * st + wg));
+            mbar_arrive_cp_async(bar);
         };
         auto wait_part = [&](int st, int w) {
             const int i = 2 * st + w;
@@ -263,8 +311,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                     ptx::cp_async_16(sQ + swz128(r, c, kBlockRows), src + c * 8, valid ? 16 : 0);
             }
             // Q's copies precede every thread's arrivals on both stages.
-            load_tile(0, fetch_offsets(t0), wg == 0);
-            if (t0 + 1 < t1) load_tile(1, fetch_offsets(t0 + 1), wg == 1);
+            load_tile(0, t0, fetch_offsets(t0), wg == 0);
+            if (t0 + 1 < t1) load_tile(1, t0 + 1, fetch_offsets(t0 + 1), wg == 1);
             int64_t off_a = fetch_offsets(t0 + 2), off_b = fetch_offsets(t0 + 3);
 
             int lim[2];
@@ -302,7 +350,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
                 for (int i = 0; i < 2; ++i) {
                     mu[i] = mn[i] == -INFINITY ? 0.f : mn[i];
-                    al[i] = exp2f(m[i] - mu[i]);
+                    al[i] = ex2_ftz(m[i] - mu[i]);
                     m[i] = mn[i];
                 }
             };
@@ -311,10 +359,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                 rs[0] = rs[1] = 0.f;
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt) {
-                    const float p0 = exp2f(s[nt * 4 + 0] - mu[0]);
-                    const float p1 = exp2f(s[nt * 4 + 1] - mu[0]);
-                    const float p2 = exp2f(s[nt * 4 + 2] - mu[1]);
-                    const float p3 = exp2f(s[nt * 4 + 3] - mu[1]);
+                    const float p0 = ex2_ftz(s[nt * 4 + 0] - mu[0]);
+                    const float p1 = ex2_ftz(s[nt * 4 + 1] - mu[0]);
+                    const float p2 = ex2_ftz(s[nt * 4 + 2] - mu[1]);
+                    const float p3 = ex2_ftz(s[nt * 4 + 3] - mu[1]);
                     rs[0] += p0 + p1;
                     rs[1] += p2 + p3;
                     const uint32_t a0 = p_addr + swz128(row0, nt, kBlockRows) + q4 * 4;
@@ -368,7 +416,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                     issue_pv(desc_pa, 0);
                     wgmma_wait<0>();  // P_a V_a: stage 0's part 0 is free: refill it now
                     fence_regs(o);
-                    if (ta + 2 < t1) load_tile(0, off_a, true);
+                    if (ta + 2 < t1) load_tile(0, ta + 2, off_a, true);
                     if (has_b) {
                         ptx::named_barrier(2, kThreads);
                         const float mnb[2] = {s_max[kBlockRows + row0], s_max[kBlockRows + row1]};
@@ -387,7 +435,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                         wgmma_wait<0>();
                         fence_regs(o);
                         bar_arrive(5, kThreads);
-                        if (tb + 2 < t1) load_tile(1, off_b, false);
+                        if (tb + 2 < t1) load_tile(1, tb + 2, off_b, false);
                         off_a = fetch_offsets(ta + 4);
                         off_b = fetch_offsets(tb + 4);
                     }
@@ -430,13 +478,13 @@ __global__ void __launch_bounds__(kThreads, 1)
                         bar_arrive(2, kThreads);
                         wgmma_wait<0>();  // P_a V_a: stage 0's part 1 is free: refill it now
                         fence_regs(o);
-                        if (ta + 2 < t1) load_tile(0, off_a, false);
+                        if (ta + 2 < t1) load_tile(0, ta + 2, off_a, false);
                         rescale_o(al2);
                         issue_pv(desc_pb, 1);
                         wgmma_wait<0>();
                         fence_regs(o);
                         ptx::named_barrier(5, kThreads);  // WG0's P_b V_b is done too
-                        if (tb + 2 < t1) load_tile(1, off_b, true);
+                        if (tb + 2 < t1) load_tile(1, tb + 2, off_b, true);
                         off_a = fetch_offsets(ta + 4);
                         off_b = fetch_offsets(tb + 4);
                     } else {
@@ -490,6 +538,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 const RowId id = row_id(a, u, mb, r);
                 write_row<float>(a, stage + r * stage_ld, id.b, id.j, id.h, s_lse[r], lane);
             }
+            fence_proxy_async();  // the staging writes before the next unit's tensor copies
             __syncthreads();
         } else {
             const int64_t slot = (int64_t(mb) * sc.parts + part) * 2 + (u == us ? 0 : 1);
@@ -518,13 +567,62 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+// The cache as a tensor map for the kernel's tensor copies: dims (d_qk, token in block, KV
+// head, block), box 64 x 64 x 1 x 1, 128-byte swizzle. False (cp.async for every tile) when
+// block_size is not a multiple of 64, the driver lacks cuTensorMapEncodeTiled, it refuses
+// the strides, or MLA4J_SM90_TMA=0.
+using TensorMapEncodeTiled = CUresult (*)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                          const cuuint64_t *, const cuuint64_t *,
+                                          const cuuint32_t *, const cuuint32_t *,
+                                          CUtensorMapInterleave, CUtensorMapSwizzle,
+                                          CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+inline TensorMapEncodeTiled tensor_map_encoder() {
+    static const TensorMapEncodeTiled fn = []() -> TensorMapEncodeTiled {
+        const char *env = std::getenv("MLA4J_SM90_TMA");
+        if (env && std::strcmp(env, "0") == 0) return nullptr;
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q{};
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) !=
+                cudaSuccess ||
+            q != cudaDriverEntryPointSuccess)
+            return nullptr;
+        return reinterpret_cast<TensorMapEncodeTiled>(f);
+    }();
+    return fn;
+}
+
+template <typename T>
+bool cache_tensor_map(const DecodeArgs &a, CUtensorMap *map) {
+    if (a.block_size % kTileKeys != 0 || a.num_blocks >= INT32_MAX) return false;
+    const TensorMapEncodeTiled encode = tensor_map_encoder();
+    if (!encode) return false;
+    constexpr int64_t e = sizeof(T);
+    const cuuint64_t dims[4] = {cuuint64_t(a.d_qk), cuuint64_t(a.block_size), cuuint64_t(a.h_kv),
+                                cuuint64_t(a.num_blocks)};
+    // A single KV head: its stride is that of a whole block's tokens (never stepped over).
+    const int64_t head = a.h_kv == 1 ? a.block_size * a.token_stride : a.head_stride;
+    const cuuint64_t strides[3] = {cuuint64_t(a.token_stride * e), cuuint64_t(head * e),
+                                   cuuint64_t(a.block_stride * e)};
+    const cuuint32_t box[4] = {64, uint32_t(kTileKeys), 1, 1};
+    const cuuint32_t elem[4] = {1, 1, 1, 1};
+    const CUtensorMapDataType dt =
+        std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+    return encode(map, dt, 4, const_cast<void *>(a.kv), dims, strides, box, elem,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 template <typename T, int DQK>
 mla_status launch_dqk(const DecodeArgs &a, cudaStream_t stream, const char *op) {
     const int64_t smem = decode_wgmma_smem(a);
     MLA_CUDA_TRY(cudaFuncSetAttribute(decode_wgmma_kernel<T, DQK>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid(unsigned(a.sched.parts), unsigned(a.n_mblocks));
-    decode_wgmma_kernel<T, DQK><<<grid, kThreads, size_t(smem), stream>>>(a);
+    CUtensorMap map;
+    std::memset(&map, 0, sizeof(map));
+    const int use_tma = cache_tensor_map<T>(a, &map) ? 1 : 0;
+    decode_wgmma_kernel<T, DQK><<<grid, kThreads, size_t(smem), stream>>>(a, map, use_tma);
     MLA_CUDA_LAUNCHED("decode_wgmma_kernel launch");
     return MLA_OK;
 }

@@ -171,6 +171,33 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         : "memory");
 }
 
+// Adds `bytes` to the transaction count of the mbarrier's current phase (the bytes a tensor
+// copy will report on it); the phase completes once its arrivals and those bytes are in.
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+// Tensor copy (TMA) of one box of the 4-d tensor map at `tmap` (a __grid_constant__ kernel
+// parameter) at coordinates c0..c3 into shared memory at dst, laid out as the map's swizzle
+// says; completion is reported as bytes on the mbarrier bar. Coordinates outside the tensor
+// read as zeros.
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, int c0, int c1,
+                                            int c2, int c3, uint32_t bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+        " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+        "l"(reinterpret_cast<uint64_t>(tmap)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+        : "memory");
+}
+// 2^x by the special-function unit, results below 2^-126 flushed to zero (used for P and the
+// softmax's rescale factors, where the largest term of a row is 1, so such terms do not
+// count); -inf gives 0, NaN gives NaN.
+__device__ __forceinline__ float ex2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 #endif  // MLA_SM90_WGMMA
 
 }  // namespace sm90
