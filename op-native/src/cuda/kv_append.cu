@@ -85,9 +85,14 @@ __device__ void write_fp8(const AppendArgs &a, int64_t src0, int64_t blk, int64_
     for (int t = 0; t < a.n_scales; ++t) {
         const int64_t e0 = int64_t(t) * a.tile, e1 = e0 + a.tile;
         float amax = 0.0f;
-        for (int64_t e = e0 + lane; e < e1; e += 32)
-            amax = fmaxf(amax, fabsf(conv::load_float(a.src, a.in_dtype, src0 + e)));
-        for (int s = 16; s > 0; s >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, s));
+        for (int64_t e = e0 + lane; e < e1; e += 32) {  // NaN never counts, as on the CPU
+            const float v = fabsf(conv::load_float(a.src, a.in_dtype, src0 + e));
+            amax = v > amax ? v : amax;
+        }
+        for (int s = 16; s > 0; s >>= 1) {
+            const float o = __shfl_xor_sync(0xffffffffu, amax, s);
+            amax = o > amax ? o : amax;
+        }
         const float scale = conv::fp8_tile_scale(amax);
         for (int64_t e = e0 + lane; e < e1; e += 32)
             row[e] = conv::float_to_fp8_e4m3(conv::load_float(a.src, a.in_dtype, src0 + e) / scale);

@@ -171,7 +171,8 @@ __device__ __forceinline__ float fp8_scale(const DecodeArgs &a, const uint8_t *s
         return __uint_as_float(uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 |
                                uint32_t(p[3]) << 24);
     }
-    return ldexpf(1.0f, int(sc[t]) - 127);
+    const uint32_t e = sc[t];  // 2^(e - 127): the float with exponent field e (0: 2^-127)
+    return __uint_as_float(e ? e << 23 : 0x00400000u);
 }
 
 // Dim d of an FP8 cache row, dequantised as the CPU's read_token does (fp8 * scale in float,
@@ -199,12 +200,13 @@ __device__ __forceinline__ int64_t last_key(const DecodeArgs &a, int64_t len, in
 
 // Writes output row (request b, query j, head h) from row[0, d_v) (shared memory, the
 // attention output already divided by its normaliser) and its lse (natural log, +inf when the
-// query attended no key), in the order of the CPU kernel: sink factor, VVPA rotation by
-// R(-position), store in out's dtype. One warp; row is modified in place.
+// query attended no key, NaN when it saw a NaN key: the row is NaN then and stays NaN), in the
+// order of the CPU kernel: sink factor, VVPA rotation by R(-position), store in out's dtype.
+// One warp; row is modified in place.
 template <typename Acc>
 __device__ void write_row(const DecodeArgs &a, Acc *row, int64_t b, int64_t j, int64_t h,
                           Acc lse, int lane) {
-    const bool none = !(lse < Acc(INFINITY));
+    const bool none = lse == Acc(INFINITY);
     Acc factor = Acc(1);
     if (!none && a.sink) {
         const Acc s = Acc(a.sink[h]);

@@ -60,8 +60,9 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
             o[c] = o[c] * alpha + (off >= 0 ? w * key(c) : Acc(0));
         m = m_new;
     }
-    const Acc lse = l > Acc(0) ? m + log(l) : Acc(INFINITY);
-    const Acc inv = l > Acc(0) ? Acc(1) / l : Acc(0);
+    // NaN l: the row saw a NaN key and is NaN (lse too), as on the CPU.
+    const Acc lse = !(l <= Acc(0)) ? m + log(l) : Acc(INFINITY);
+    const Acc inv = !(l <= Acc(0)) ? Acc(1) / l : Acc(0);
     for (int64_t c = lane; c < a.d_v; c += 32) o[c] *= inv;
     __syncwarp();
     write_row<Acc>(a, o, b, j, h, lse, lane);

@@ -77,10 +77,13 @@ __device__ __forceinline__ void fp8_dequant_row(const DecodeArgs &a, uint32_t kb
         if (lane < n8) {
             v8 = ptx::ld_shared_v4(raw + 16 * lane);
             const int t = (16 * lane) / a.fp8.tile;
-            sc = a.kv_kind == MLA_CACHE_V32
-                     ? ptx::ld_shared_f32(raw + uint32_t(a.fp8.d_nope + 4 * t))
-                     : ldexpf(1.0f, int(ptx::ld_shared_u8(raw + uint32_t(a.fp8.data_row_bytes) +
-                                                          uint32_t(t))) - 127);
+            if (a.kv_kind == MLA_CACHE_V32) {
+                sc = ptx::ld_shared_f32(raw + uint32_t(a.fp8.d_nope + 4 * t));
+            } else {  // UE8M0: 2^(byte - 127) is the float with that exponent field (0: 2^-127)
+                const uint32_t e =
+                    ptx::ld_shared_u8(raw + uint32_t(a.fp8.data_row_bytes) + uint32_t(t));
+                sc = __uint_as_float(e ? e << 23 : 0x00400000u);
+            }
         }
         if (lane < nr) vr = ptx::ld_shared_v4(raw + uint32_t(a.fp8.rope_at) + 16 * lane);
     }
