@@ -4,9 +4,11 @@
 // rotate over input sets (q, paged cache, block table) that together are several times the L2.
 // FLOP = 2 h_q N (d_qk + d_v) summed over queries, N the keys a query attends; bytes = q +
 // unique cache rows read + out + lse. Prints one table row per shape and "RESULT" lines.
-//   bench_dense_decode [--runs N] [--quick] [--b B --s_k S] [--sets N]
+//   bench_dense_decode [--runs N] [--quick] [--b B --s_k S] [--sets N] [--cache KIND]
 //   (--b / --s_k: one other shape; --sets: input sets to rotate over, 1 keeps them in L2 when
-//   they fit)
+//   they fit; --cache plain (bf16, default), v32 (d_qk 576) or model1 (d_qk 512, d_v 512): the
+//   FP8 caches hold a quantised random pattern, and their rows are "RESULT impl=mla4j-v32" /
+//   "impl=mla4j-model1")
 #include <mla/mla.h>
 
 #include <algorithm>
@@ -50,6 +52,20 @@ void fill_bf16(void *dst, int64_t bytes, const std::vector<uint16_t> &pattern, i
     }
 }
 
+// Fills `bytes` of device memory (a whole number of FP8 cache blocks) from a host pattern of
+// quantised blocks, each copy starting at another block of it.
+void fill_blocks(void *dst, int64_t bytes, const std::vector<uint8_t> &pattern,
+                 int64_t block_bytes, int64_t shift) {
+    const int64_t n_pat = int64_t(pattern.size()) / block_bytes;
+    for (int64_t at = 0, k = 0; at < bytes; ++k) {
+        const int64_t start = ((k + shift) * 37) % n_pat;
+        const int64_t n = std::min((n_pat - start) * block_bytes, bytes - at);
+        CHECK(mla_cuda_memcpy(static_cast<char *>(dst) + at, pattern.data() + start * block_bytes,
+                              n, MLA_COPY_HOST_TO_DEVICE));
+        at += n;
+    }
+}
+
 struct InputSet {
     void *q = nullptr, *cache = nullptr, *table = nullptr, *lens = nullptr;
     int64_t num_blocks = 0, max_blocks = 0;
@@ -62,12 +78,19 @@ int main(int argc, char **argv) {
     bool quick = false;
     int64_t only_b = 0, only_sk = 0;
     int sets_override = 0;
+    int kind = MLA_CACHE_PLAIN;
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--runs") && i + 1 < argc) runs = std::atoi(argv[++i]);
         if (!std::strcmp(argv[i], "--quick")) quick = true;
         if (!std::strcmp(argv[i], "--b") && i + 1 < argc) only_b = std::atoll(argv[++i]);
         if (!std::strcmp(argv[i], "--s_k") && i + 1 < argc) only_sk = std::atoll(argv[++i]);
         if (!std::strcmp(argv[i], "--sets") && i + 1 < argc) sets_override = std::atoi(argv[++i]);
+        if (!std::strcmp(argv[i], "--cache") && i + 1 < argc) {
+            ++i;
+            kind = !std::strcmp(argv[i], "v32")      ? MLA_CACHE_V32
+                   : !std::strcmp(argv[i], "model1") ? MLA_CACHE_MODEL1
+                                                     : MLA_CACHE_PLAIN;
+        }
     }
     if (mla_cuda_device_count() == 0) {
         std::printf("bench_dense_decode: no CUDA device (library targets %s)\n",
@@ -81,17 +104,24 @@ int main(int argc, char **argv) {
                 info.name, info.major, info.minor, info.multiprocessors,
                 (long long)(info.l2_bytes >> 20), runs);
 
+    const int64_t d_qk = kind == MLA_CACHE_MODEL1 ? 512 : 576;
+    const char *kind_label = kind == MLA_CACHE_V32      ? "V32"
+                             : kind == MLA_CACHE_MODEL1 ? "MODEL1"
+                                                        : "bf16";
+    const char *impl = kind == MLA_CACHE_V32      ? "mla4j-v32"
+                       : kind == MLA_CACHE_MODEL1 ? "mla4j-model1"
+                                                  : "mla4j";
     std::vector<Shape> shapes;
     for (int64_t s_q : {1, 2})
         for (int64_t s_k : {4096, 8192, 16384}) {
             if (quick && s_k != 8192) continue;
             if (only_b || only_sk) {
                 if (s_k != 8192) continue;
-                shapes.push_back({only_b ? only_b : 128, s_q, 128, 576, 512,
+                shapes.push_back({only_b ? only_b : 128, s_q, 128, d_qk, 512,
                                   only_sk ? only_sk : 8192, 64});
                 continue;
             }
-            shapes.push_back({128, s_q, 128, 576, 512, s_k, 64});
+            shapes.push_back({128, s_q, 128, d_qk, 512, s_k, 64});
         }
 
     std::mt19937_64 rng(42);
@@ -105,17 +135,40 @@ int main(int argc, char **argv) {
             x = uint16_t(bits >> 16);
         }
     }
+    // FP8: 64 blocks of 64 tokens quantised once on the host; the device caches repeat them.
+    const int64_t fp8_block = kind == MLA_CACHE_PLAIN ? 0 : mla_cache_block_bytes(kind, 64, 0, 0, 0);
+    std::vector<uint8_t> fp8_pattern;
+    if (kind != MLA_CACHE_PLAIN) {
+        const int64_t n_pat = 64;
+        std::vector<float> vals(size_t(n_pat * 64 * d_qk));
+        std::uniform_real_distribution<float> u(-1.f, 1.f);
+        for (auto &v : vals) v = u(rng);
+        fp8_pattern.resize(size_t(n_pat * fp8_block));
+        mla_quant_params qp;
+        std::memset(&qp, 0, sizeof qp);
+        qp.dtype = MLA_FLOAT32;
+        qp.kv = vals.data();
+        qp.cache.kind = kind;
+        qp.cache.data = fp8_pattern.data();
+        qp.cache.num_blocks = n_pat;
+        qp.cache.block_size = 64;
+        qp.cache.h_kv = 1;
+        qp.exec.device = -1;
+        CHECK(mla_kv_quantize(&qp));
+    }
     void *stream = nullptr, *ev0 = nullptr, *ev1 = nullptr;
     CHECK(mla_cuda_stream_create(&stream));
     CHECK(mla_cuda_event_create(&ev0));
     CHECK(mla_cuda_event_create(&ev1));
 
-    std::printf("\n%-44s %10s %10s %10s %9s\n", "shape (bf16, block 64)", "us", "TFLOP/s", "GB/s",
-                "of 790");
+    const std::string head = std::string("shape (bf16 q, ") + kind_label + " cache, block 64)";
+    std::printf("\n%-44s %10s %10s %10s %9s\n", head.c_str(), "us", "TFLOP/s", "GB/s", "of 790");
     for (const Shape &sh : shapes) {
         const int64_t blocks_per_seq = sh.s_k / sh.block_size;
         const int64_t row = sh.d_qk;  // one KV head, contiguous rows
-        const int64_t cache_bytes = sh.b * blocks_per_seq * sh.block_size * row * 2;
+        const int64_t cache_bytes = kind == MLA_CACHE_PLAIN
+                                        ? sh.b * blocks_per_seq * sh.block_size * row * 2
+                                        : sh.b * blocks_per_seq * fp8_block;
         const int64_t q_bytes = sh.b * sh.s_q * sh.h_q * sh.d_qk * 2;
         // Enough sets that consecutive calls never find their inputs in L2.
         const int64_t set_bytes = cache_bytes + q_bytes;
@@ -131,7 +184,10 @@ int main(int argc, char **argv) {
             CHECK(mla_cuda_malloc(&in.q, q_bytes));
             CHECK(mla_cuda_malloc(&in.cache, cache_bytes));
             fill_bf16(in.q, q_bytes, pattern, 7 * s + 1);
-            fill_bf16(in.cache, cache_bytes, pattern, 7 * s + 3);
+            if (kind == MLA_CACHE_PLAIN)
+                fill_bf16(in.cache, cache_bytes, pattern, 7 * s + 3);
+            else
+                fill_blocks(in.cache, cache_bytes, fp8_pattern, fp8_block, 7 * s + 3);
             std::vector<int32_t> ids(size_t(in.num_blocks));
             for (int64_t i = 0; i < in.num_blocks; ++i) ids[size_t(i)] = int32_t(i);
             std::shuffle(ids.begin(), ids.end(), rng);
@@ -157,7 +213,7 @@ int main(int argc, char **argv) {
         p.q_stride[2] = sh.d_qk;
         p.q_stride[1] = sh.h_q * sh.d_qk;
         p.q_stride[0] = sh.s_q * sh.h_q * sh.d_qk;
-        p.cache.kind = MLA_CACHE_PLAIN;
+        p.cache.kind = kind;
         p.cache.dtype = MLA_BFLOAT16;
         p.cache.num_blocks = sets[0].num_blocks;
         p.cache.block_size = sh.block_size;
@@ -223,7 +279,7 @@ int main(int argc, char **argv) {
                       (long long)sh.d_v, (long long)sh.s_k);
         std::printf("%-44s %10.1f %10.1f %10.1f %8.1f%%\n", name, med_s * 1e6, tflops, gbs,
                     100.0 * tflops / kCeilingTflops);
-        std::printf("RESULT impl=mla4j s_q=%lld s_k=%lld us=%.1f tflops=%.1f gbs=%.1f\n",
+        std::printf("RESULT impl=%s s_q=%lld s_k=%lld us=%.1f tflops=%.1f gbs=%.1f\n", impl,
                     (long long)sh.s_q, (long long)sh.s_k, med_s * 1e6, tflops, gbs);
         std::fflush(stdout);
 

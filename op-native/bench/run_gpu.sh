@@ -62,6 +62,10 @@ step "bench: mla4j"
 step "bench: other paths and shapes (not in the table below)"
 echo "-- sm80 mma.sync kernel on this device (MLA4J_DENSE_DECODE_KERNEL=mma):"
 MLA4J_DENSE_DECODE_KERNEL=mma "$bench" --quick --runs 10 | grep -v RESULT | tail -n 2 || status=1
+echo "-- FP8 caches (sm80 kernel, key tiles dequantised to bf16 in shared memory):"
+for c in v32 model1; do
+    "$bench" --quick --runs 10 --cache $c | grep -v RESULT | tail -n 3 || status=1
+done
 echo "-- small batches (split-KV across the GPU, then the combine kernel):"
 for b in 1 16; do "$bench" --b $b --runs 20 | grep -v RESULT | tail -n 2 || status=1; done
 

@@ -277,13 +277,30 @@ mla_status mla_kv_quantize(const mla_quant_params *p);
 mla_status mla_kv_dequantize(const mla_quant_params *p);
 
 /* Writes new_kv [b, n_new, d_qk] at positions cache_seqlens[i] + j of request i (paged by
- * block_table), in the cache's layout; cache_seqlens is not changed. The cache must have
- * room: a position past max_blocks_per_seq * block_size or a block id outside the cache is an
- * invalid argument and nothing is written.
+ * block_table), in the cache's layout; cache_seqlens is not changed. On the CPU the cache
+ * must have room: a position past max_blocks_per_seq * block_size or a block id outside the
+ * cache is an invalid argument and nothing is written.
  * Rows of new_kv: for the FP8 kinds (one KV head) a token is d_qk values; for a PLAIN cache
  * with h_kv heads it is [h_kv, d_qk] contiguous (new_kv [b, n_new, h_kv, d_qk] with
- * new_kv_stride = {between requests, between tokens}). Two new tokens mapping to the same
- * cache slot are an invalid argument too. */
+ * new_kv_stride = {between requests, between tokens}; strides >= 0). On the CPU two new
+ * tokens mapping to the same cache slot are an invalid argument too.
+ *
+ * On a CUDA device (exec.device >= 0): new_kv, the cache, block_table and cache_seqlens are
+ * device pointers (plain host memory is an invalid argument); the call is ordered on
+ * exec.stream, does not synchronise it and reads none of their data on the host. It writes the
+ * same bytes as the CPU path for the same input (FP8 tiles quantised by the same rules). Every
+ * check that needs no data is made as on the CPU; the ones that need block_table or
+ * cache_seqlens cannot be, and instead, with no error returned:
+ *  - request i is skipped entirely (none of its tokens written) when cache_seqlens[i] < 0 or
+ *    cache_seqlens[i] + n_new > max_blocks_per_seq * block_size;
+ *  - token j of a request that fits is skipped when its block id
+ *    block_table[i][(cache_seqlens[i] + j) / block_size] is outside [0, num_blocks);
+ *  - when two or more of the remaining tokens map to one cache slot (block, offset), all of
+ *    them are skipped and that slot keeps its old bytes;
+ *  - every other token is written; no other byte of the cache changes (a MODEL1 token is its
+ *    data row and its scale row, whose padding bytes are written as zeros; the padding at
+ *    the end of a MODEL1 block is never touched).
+ * exec.workspace is not used. */
 typedef struct mla_append_params {
     int32_t dtype;              /* of new_kv */
     int64_t b, n_new, d_qk;

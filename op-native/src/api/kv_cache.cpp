@@ -1,5 +1,6 @@
-// Entry points of the KV cache ops (ops.md section 5): argument checks, then the CPU kernels.
-// Every argument is checked before anything is written.
+// Entry points of the KV cache ops (ops.md section 5): argument checks, then the CPU kernels,
+// or for append with exec.device >= 0 the CUDA kernel (src/cuda/kv_append.cu). Every argument
+// the host can see is checked before anything is written.
 #include <algorithm>
 #include <exception>
 #include <utility>
@@ -7,6 +8,9 @@
 #include "common/cache.h"
 #include "common/error.h"
 #include "cpu/misc_kernels.h"
+#ifdef MLA4J_WITH_CUDA
+#include "cuda/kv_append.h"
+#endif
 
 namespace {
 
@@ -68,10 +72,10 @@ extern "C" mla_status mla_kv_dequantize(const mla_quant_params *p) {
 
 namespace {
 
-// Checks the append arguments and resolves the slot (block * block_size + offset) of every
-// new token into `slots`, so that the kernel writes only after everything is known valid.
-mla_status check_append(const mla_append_params &p, const mla_cache &cache, const char *op,
-                        CacheLayout *layout, std::vector<int64_t> *slots) {
+// Checks of the append arguments that read no pointed-to data: both the CPU and the GPU path
+// make them.
+mla_status check_append_args(const mla_append_params &p, const mla_cache &cache, const char *op,
+                             CacheLayout *layout) {
     MLA_REQUIRE(mla::is_float_dtype(p.dtype),
                 "%s: dtype of new_kv must be float32, float64, float16 or bfloat16, got %s", op,
                 mla::dtype_name(p.dtype));
@@ -83,13 +87,26 @@ mla_status check_append(const mla_append_params &p, const mla_cache &cache, cons
         MLA_REQUIRE(cache.h_kv == 0 || cache.h_kv == 1,
                     "%s: cache.h_kv must be 1 for a %s cache (it holds one KV head), got %lld", op,
                     kind_name(cache.kind), (long long)cache.h_kv);
-    int64_t total = p.b * p.n_new;
-    if (total == 0) return MLA_OK;
+    if (p.b * p.n_new == 0) return MLA_OK;
     MLA_REQUIRE(p.new_kv != nullptr, "%s: new_kv must not be null", op);
     MLA_REQUIRE(p.block_table != nullptr, "%s: block_table must not be null", op);
     MLA_REQUIRE(p.cache_seqlens != nullptr, "%s: cache_seqlens must not be null", op);
     MLA_REQUIRE(p.max_blocks_per_seq >= 1, "%s: max_blocks_per_seq must be >= 1, got %lld", op,
                 (long long)p.max_blocks_per_seq);
+    MLA_REQUIRE(p.block_table_stride >= 0, "%s: block_table_stride must be >= 0, got %lld", op,
+                (long long)p.block_table_stride);
+    MLA_REQUIRE(p.new_kv_stride[0] >= 0 && p.new_kv_stride[1] >= 0,
+                "%s: new_kv_stride must be >= 0, got {%lld, %lld}", op,
+                (long long)p.new_kv_stride[0], (long long)p.new_kv_stride[1]);
+    return MLA_OK;
+}
+
+// Host data: resolves the slot (block * block_size + offset) of every new token into `slots`,
+// so that the kernel writes only after everything is known valid.
+mla_status resolve_slots(const mla_append_params &p, const mla_cache &cache, const char *op,
+                         std::vector<int64_t> *slots) {
+    int64_t total = p.b * p.n_new;
+    if (total == 0) return MLA_OK;
     int64_t bs = cache.block_size;
     int64_t capacity = p.max_blocks_per_seq * bs;
     slots->resize(size_t(total));
@@ -138,9 +155,20 @@ extern "C" mla_status mla_kv_append(const mla_append_params *p) {
     out.data = p->cache_out ? p->cache_out : p->cache.data;
     MLA_REQUIRE(out.data != nullptr, "%s: cache_out (or cache.data) must not be null", op);
     CacheLayout l;
+    MLA_TRY(check_append_args(*p, out, op, &l));
+#ifdef MLA4J_WITH_CUDA
+    // Device pointers: the CUDA path never reads them on the host; what needs their data is
+    // decided on the device (include/mla/mla.h).
+    if (p->exec.device >= 0) {
+        if (mla_cuda_device_count() == 0)
+            return fail(MLA_ERR_UNSUPPORTED, "%s: exec.device %d: no CUDA device is available",
+                        op, p->exec.device);
+        return mla::cuda::kv_append(*p, out, l);
+    }
+#endif
     std::vector<int64_t> slots;
     try {
-        MLA_TRY(check_append(*p, out, op, &l, &slots));
+        if (p->exec.device < 0) MLA_TRY(resolve_slots(*p, out, op, &slots));
     } catch (const std::exception &) {
         return fail(MLA_ERR_OUT_OF_MEMORY, "%s: out of host memory for the slots of %lld tokens",
                     op, (long long)(p->b * p->n_new));

@@ -98,7 +98,12 @@ void write_token(void *data, const mla_cache &c, const CacheLayout &l, int64_t b
     }
     for (int32_t t = 0; t < l.n_scales; ++t) {
         float amax = 0.0f;
-        for (int32_t i = t * l.tile; i < (t + 1) * l.tile; ++i) amax = std::fmax(amax, std::fabs(src[i]));
+        // NaN never counts (a comparison, not fmax: fmax turns a signalling NaN into a NaN
+        // result, which made the scale depend on where in the tile it sat).
+        for (int32_t i = t * l.tile; i < (t + 1) * l.tile; ++i) {
+            const float a = std::fabs(src[i]);
+            amax = a > amax ? a : amax;
+        }
         float scale = fp8_tile_scale(amax);
         for (int32_t i = t * l.tile; i < (t + 1) * l.tile; ++i) row[i] = float_to_fp8_e4m3(src[i] / scale);
         if (l.kind == MLA_CACHE_V32) {

@@ -32,8 +32,9 @@ inline int64_t cache_value_dims(const CacheLayout &l) {
     return l.kind == MLA_CACHE_V32 ? l.d_nope : l.d_qk;
 }
 
-// Power-of-two scale of a tile whose largest magnitude is amax: 2^ceil(log2(max(amax/448,
-// 1e-4))), computed exactly from the binary exponent; an infinite amax gives 2^127.
+// Power-of-two scale of a tile whose largest magnitude is amax (NaN values do not count):
+// 2^ceil(log2(max(amax/448, 1e-4))), computed exactly from the binary exponent; an infinite
+// amax gives 2^127.
 inline float fp8_tile_scale(float amax) {
     float s = std::fmax(amax / 448.0f, 1e-4f);
     if (!std::isfinite(s)) return std::ldexp(1.0f, 127);

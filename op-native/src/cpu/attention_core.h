@@ -270,15 +270,16 @@ struct KeyTile {
 
 // Softmax update of one row whose scores s[j0..j1) are set; turns them into exp(s - m_new)
 // in place and rescales the row's state. Returns false when the row gains nothing (no key, or
-// every score is -inf), in which case the P.V step must be skipped for it.
+// every score is -inf), in which case the P.V step must be skipped for it. A NaN score (a key
+// holding NaN) makes the maximum NaN, so the row ends NaN even when no other key is finite.
 template <typename A, int VB>
 MLA_ALWAYS_INLINE bool softmax_update(SoftmaxState<A> &st, int64_t r, A *s, int64_t j0,
                                       int64_t j1) {
     if (j0 >= j1) return false;
     A tmax = -std::numeric_limits<A>::infinity();
-    for (int64_t j = j0; j < j1; ++j) tmax = s[j] > tmax ? s[j] : tmax;
+    for (int64_t j = j0; j < j1; ++j) tmax = s[j] > tmax || s[j] != s[j] ? s[j] : tmax;
     const A m_old = st.m[r];
-    const A m_new = tmax > m_old ? tmax : m_old;
+    const A m_new = tmax > m_old || tmax != tmax ? tmax : m_old;
     if (m_new == -std::numeric_limits<A>::infinity()) return false;
     const A sum = exp_shifted<A, VB>(s, j0, j1, m_new);
     A *acc = st.acc + r * st.d_v;

@@ -1,9 +1,12 @@
 // Dense decode on a CUDA device (ops.md section 1): checks that need no data, the choice of
 // kernel, workspace carving and the launches, all in stream order on exec.stream:
-//   tensor-core paths (bf16 / fp16, q and cache of one dtype, 16-byte aligned rows):
-//     sm_90 and d_qk 576 or 512, d_v 512:        schedule -> sm90 wgmma kernel -> combine
-//     sm_80+ and d_qk, d_v multiples of 16:      schedule -> sm80 mma.sync kernel -> combine
-//   anything else:                               the CUDA-core kernel (no workspace)
+//   tensor-core paths (bf16 / fp16 q, a plain cache of q's dtype or an FP8 cache, 16-byte
+//   aligned rows):
+//     sm_90, plain cache, d_qk 576 or 512, d_v 512: schedule -> sm90 wgmma kernel -> combine
+//     sm_80+ and d_qk, d_v multiples of 16:         schedule -> sm80 mma.sync kernel -> combine
+//       (FP8 caches, V32 and MODEL1, take this kernel on every architecture: it dequantises
+//       key tiles to q's dtype in shared memory, sm80/fp8_rows.cuh)
+//   anything else:                                  the CUDA-core kernel (no workspace)
 // MLA4J_DENSE_DECODE_KERNEL=mma or =simple (environment) caps the choice at that kernel, for
 // tests and benchmarks of the other paths on a Hopper device.
 // The split-KV schedule is computed on the device from the device-resident cache_seqlens
@@ -13,9 +16,11 @@
 #include <cstdlib>
 #include <cstring>
 #include "api/forward_checks.h"
+#include "common/cache.h"
 #include "common/rope.h"
 #include "cuda/common/check.cuh"
 #include "cuda/common/decode_launch.h"
+#include "cuda/common/device_scope.cuh"
 #include "cuda/dense_decode.h"
 #include "cuda/runtime.h"
 #include "cuda/sm80/config.h"
@@ -44,6 +49,11 @@ struct Plan {
 
 int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 
+bool is_fp8(const mla_cache &c) { return c.kind == MLA_CACHE_V32 || c.kind == MLA_CACHE_MODEL1; }
+
+// KV heads of a cache: the FP8 layouts hold one.
+int64_t kv_heads(const mla_cache &c) { return is_fp8(c) ? 1 : c.h_kv; }
+
 // Checks of sizes, dtypes, layout and descriptors; no pointed-to data is read.
 mla_status check_shape(const mla_dense_decode_params &p, const char *op) {
     MLA_TRY(chk::dtype(p.dtype, op));
@@ -58,23 +68,29 @@ mla_status check_shape(const mla_dense_decode_params &p, const char *op) {
     MLA_TRY(chk::scale(p.softmax_scale, op));
     MLA_TRY(chk::rotation(p.out_rotation, p.d_v, op));
     const mla_cache &c = p.cache;
-    if (c.kind != MLA_CACHE_PLAIN) {
-        const char *kind =
-            c.kind == MLA_CACHE_V32 ? "V32" : c.kind == MLA_CACHE_MODEL1 ? "MODEL1" : "unknown";
-        return fail(MLA_ERR_UNSUPPORTED,
-                    "%s: cache.kind %d (%s): FP8 caches are not supported on the GPU in this "
-                    "build; use a PLAIN bfloat16 / float16 cache, or the CPU (exec.device -1)",
-                    op, c.kind, kind);
-    }
-    MLA_REQUIRE(is_float_dtype(c.dtype), "%s: cache.dtype must be a float type, got %s", op,
-                dtype_name(c.dtype));
+    MLA_REQUIRE(c.kind == MLA_CACHE_PLAIN || is_fp8(c),
+                "%s: cache.kind must be 0 (PLAIN), 1 (V32) or 2 (MODEL1), got %d", op, c.kind);
     MLA_REQUIRE(c.num_blocks >= 0, "%s: cache.num_blocks must be >= 0, got %lld", op,
                 (long long)c.num_blocks);
     MLA_REQUIRE(c.block_size >= 1, "%s: cache.block_size must be >= 1, got %lld", op,
                 (long long)c.block_size);
-    MLA_REQUIRE(c.block_stride >= 0 && c.token_stride >= 0 && c.head_stride >= 0,
-                "%s: cache strides must be >= 0", op);
-    MLA_TRY(chk::heads(p.h_q, c.h_kv, op));
+    if (is_fp8(c)) {
+        const char *kind = c.kind == MLA_CACHE_V32 ? "V32" : "MODEL1";
+        CacheLayout l;
+        MLA_REQUIRE(fp8_layout(c.kind, c.block_size, c.d_nope, c.d_rope, c.tile, &l),
+                    "%s: cache is not a valid %s layout (d_nope %d, d_rope %d, tile %d: need "
+                    "d_nope > 0 a multiple of tile, d_rope even)", op, kind, c.d_nope, c.d_rope,
+                    c.tile);
+        MLA_REQUIRE(l.d_qk == p.d_qk, "%s: cache is a %s layout of %lld dims (d_nope %d + "
+                    "d_rope %d) but d_qk is %lld", op, kind, (long long)l.d_qk, l.d_nope,
+                    l.d_rope, (long long)p.d_qk);
+    } else {
+        MLA_REQUIRE(is_float_dtype(c.dtype), "%s: cache.dtype must be a float type, got %s", op,
+                    dtype_name(c.dtype));
+        MLA_REQUIRE(c.block_stride >= 0 && c.token_stride >= 0 && c.head_stride >= 0,
+                    "%s: cache strides must be >= 0", op);
+    }
+    MLA_TRY(chk::heads(p.h_q, kv_heads(c), op));
     if (p.out_rotation.positions && !p.out_rotation.rope.cos_table)
         MLA_REQUIRE(p.out_rotation.rope.rope_dim <= 2 * kMaxRopePairs,
                     "%s: out_rotation.rope.rope_dim must be <= %d on the GPU (or give cos / sin "
@@ -88,6 +104,19 @@ mla_status check_shape(const mla_dense_decode_params &p, const char *op) {
 }
 
 bool aligned16(const void *ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
+
+// Whether the sm80 kernel can stage and dequantise rows of this FP8 cache (sm80/fp8_rows.cuh):
+// one fp8 and one bf16 chunk of 16 bytes per lane, one scale per fp8 chunk, 16-byte aligned
+// data rows and bf16 parts, the raw row within the row's shared-memory slot.
+bool fp8_stageable(const mla_cache &c, int64_t row_alloc) {
+    CacheLayout l;
+    if (!fp8_layout(c.kind, c.block_size, c.d_nope, c.d_rope, c.tile, &l)) return false;
+    const int64_t rope_at = c.kind == MLA_CACHE_V32 ? l.d_nope + 4LL * l.n_scales : l.d_nope;
+    const int64_t raw = l.data_row_bytes + (c.kind == MLA_CACHE_MODEL1 ? l.scale_row_bytes : 0);
+    return l.d_nope % 16 == 0 && l.d_nope <= 16 * 32 && l.tile % 16 == 0 && l.d_rope % 8 == 0 &&
+           l.d_rope <= 8 * 32 && l.data_row_bytes % 16 == 0 && rope_at % 16 == 0 &&
+           l.block_bytes % 16 == 0 && (raw + 15) / 16 * 16 <= row_alloc * 2;
+}
 
 // Picks the kernel and sizes the workspace. `with_pointers`: the data pointers are known and
 // their alignment is part of the choice (the workspace query does not know them and sizes for
@@ -103,28 +132,31 @@ mla_status make_plan(const mla_dense_decode_params &p, bool with_pointers, Plan 
 
     Plan pl;
     const mla_cache &c = p.cache;
-    pl.units = p.b * c.h_kv;
-    const int64_t rows = p.s_q * (p.h_q / c.h_kv);
+    const int64_t h_kv = kv_heads(c);
+    pl.units = p.b * h_kv;
+    const int64_t rows = p.s_q * (p.h_q / h_kv);
     pl.n_mblocks = (rows + kBlockRows - 1) / kBlockRows;
     pl.row_alloc = (p.d_qk + 63) / 64 * 64;
 
     const char *cap = std::getenv("MLA4J_DENSE_DECODE_KERNEL");
     const bool allow_mma = !cap || std::strcmp(cap, "simple") != 0;
     const bool allow_wgmma = allow_mma && (!cap || std::strcmp(cap, "mma") != 0);
+    const bool fp8 = is_fp8(c);
     bool mma = allow_mma && major >= 8 && (p.dtype == MLA_BFLOAT16 || p.dtype == MLA_FLOAT16) &&
-               c.dtype == p.dtype && p.d_qk % 16 == 0 && p.d_v % 16 == 0 &&
+               (fp8 || c.dtype == p.dtype) && p.d_qk % 16 == 0 && p.d_v % 16 == 0 &&
                p.d_qk <= sm80::kMaxHeadDimQK && p.d_v <= sm80::kMaxHeadDimV &&
-               pl.n_mblocks <= 65535;
+               pl.n_mblocks <= 65535 && (!fp8 || fp8_stageable(c, pl.row_alloc));
     if (mma && with_pointers) {
         mma = aligned16(p.q) && aligned16(c.data) && p.q_stride[0] % 8 == 0 &&
-              p.q_stride[1] % 8 == 0 && p.q_stride[2] % 8 == 0 && c.block_stride % 8 == 0 &&
-              c.token_stride % 8 == 0 && c.head_stride % 8 == 0;
+              p.q_stride[1] % 8 == 0 && p.q_stride[2] % 8 == 0 &&
+              (fp8 || (c.block_stride % 8 == 0 && c.token_stride % 8 == 0 &&
+                       c.head_stride % 8 == 0));
     }
     DecodeArgs probe{};
     probe.row_alloc = int32_t(pl.row_alloc);
     probe.d_qk = p.d_qk;
     probe.d_v = p.d_v;
-    const bool wgmma = allow_wgmma && mma && major == 9 && minor == 0 && p.d_v == sm90::kHeadDimV &&
+    const bool wgmma = allow_wgmma && mma && !fp8 && major == 9 && minor == 0 && p.d_v == sm90::kHeadDimV &&
                        (p.d_qk == 512 || p.d_qk == 576) &&
                        sm90::decode_wgmma_smem(probe) <= smem_optin;
     if (wgmma) {
@@ -133,6 +165,7 @@ mla_status make_plan(const mla_dense_decode_params &p, bool with_pointers, Plan 
         pl.overhead = sm90::kScheduleOverheadTiles;
     } else if (mma) {
         pl.dv_tier = p.d_v <= 64 ? 64 : p.d_v <= 128 ? 128 : p.d_v <= 256 ? 256 : 512;
+        if (fp8) pl.dv_tier = 512;  // the one FP8 value tier (narrower values masked)
         pl.path = Path::kMma;
         pl.overhead = sm80::kScheduleOverheadTiles;
         if (sm80::decode_mma_smem(probe, sm80::kTileKeysLarge, 2) <= smem_optin)
@@ -161,38 +194,6 @@ mla_status make_plan(const mla_dense_decode_params &p, bool with_pointers, Plan 
     return MLA_OK;
 }
 
-// Makes exec.device current for the call and restores the caller's device afterwards.
-class DeviceScope {
-public:
-    mla_status enter(int dev, const char *op) {
-        MLA_CUDA_TRY(cudaGetDevice(&prev_));
-        if (prev_ != dev) {
-            MLA_CUDA_TRY(cudaSetDevice(dev));
-            restore_ = true;
-        }
-        return MLA_OK;
-    }
-    ~DeviceScope() {
-        if (restore_) cudaSetDevice(prev_);
-    }
-
-private:
-    int prev_ = 0;
-    bool restore_ = false;
-};
-
-// A pointer the device cannot dereference (plain host memory) is refused: launching on it
-// would fault the CUDA context for every later call of the process.
-mla_status device_pointer(const void *ptr, const char *op, const char *arg) {
-    if (!ptr) return MLA_OK;
-    cudaPointerAttributes attr;
-    MLA_CUDA_TRY(cudaPointerGetAttributes(&attr, ptr));
-    MLA_REQUIRE(attr.type != cudaMemoryTypeUnregistered,
-                "%s: %s (%p) is host memory; a call with exec.device >= 0 takes device pointers "
-                "(mla_cuda_malloc, or page-locked host memory)", op, arg, ptr);
-    return MLA_OK;
-}
-
 mla_status device_pointers(const mla_dense_decode_params &p, const char *op) {
     MLA_TRY(device_pointer(p.q, op, "q"));
     MLA_TRY(device_pointer(p.cache.data, op, "cache.data"));
@@ -214,11 +215,27 @@ DecodeArgs make_args(const mla_dense_decode_params &p, const Plan &pl) {
     const mla_cache &c = p.cache;
     a.dtype = p.dtype;
     a.kv_dtype = c.dtype;
+    a.kv_kind = c.kind;
+    if (is_fp8(c)) {
+        CacheLayout l;
+        fp8_layout(c.kind, c.block_size, c.d_nope, c.d_rope, c.tile, &l);  // checked
+        a.fp8.d_nope = l.d_nope;
+        a.fp8.d_rope = l.d_rope;
+        a.fp8.tile = l.tile;
+        a.fp8.n_scales = l.n_scales;
+        a.fp8.data_row_bytes = l.data_row_bytes;
+        a.fp8.scale_row_bytes = l.scale_row_bytes;
+        a.fp8.block_bytes = l.block_bytes;
+        a.fp8.rope_at = int32_t(c.kind == MLA_CACHE_V32 ? l.d_nope + 4 * l.n_scales : l.d_nope);
+        const int64_t raw =
+            l.data_row_bytes + (c.kind == MLA_CACHE_MODEL1 ? l.scale_row_bytes : 0);
+        a.fp8.raw_at = int32_t(pl.row_alloc * 2 - (raw + 15) / 16 * 16);  // sm80 path only
+    }
     a.b = p.b;
     a.s_q = p.s_q;
     a.h_q = p.h_q;
-    a.h_kv = c.h_kv;
-    a.group = p.h_q / c.h_kv;
+    a.h_kv = kv_heads(c);
+    a.group = p.h_q / a.h_kv;
     a.d_qk = p.d_qk;
     a.d_v = p.d_v;
     a.rows = p.s_q * a.group;
@@ -264,12 +281,16 @@ DecodeArgs make_args(const mla_dense_decode_params &p, const Plan &pl) {
 
 template <typename T>
 mla_status launch_mma(const DecodeArgs &a, const Plan &pl, cudaStream_t s, const char *op) {
-    if (pl.tile == sm80::kTileKeysSmall) return sm80::launch_decode_mma<T, 512, 32>(a, s, op);
+    if (a.kv_kind != MLA_CACHE_PLAIN)
+        return pl.tile == sm80::kTileKeysSmall ? sm80::launch_decode_mma<T, 512, 32, true>(a, s, op)
+                                               : sm80::launch_decode_mma<T, 512, 64, true>(a, s, op);
+    if (pl.tile == sm80::kTileKeysSmall)
+        return sm80::launch_decode_mma<T, 512, 32, false>(a, s, op);
     switch (pl.dv_tier) {
-        case 64: return sm80::launch_decode_mma<T, 64, 64>(a, s, op);
-        case 128: return sm80::launch_decode_mma<T, 128, 64>(a, s, op);
-        case 256: return sm80::launch_decode_mma<T, 256, 64>(a, s, op);
-        default: return sm80::launch_decode_mma<T, 512, 64>(a, s, op);
+        case 64: return sm80::launch_decode_mma<T, 64, 64, false>(a, s, op);
+        case 128: return sm80::launch_decode_mma<T, 128, 64, false>(a, s, op);
+        case 256: return sm80::launch_decode_mma<T, 256, 64, false>(a, s, op);
+        default: return sm80::launch_decode_mma<T, 512, 64, false>(a, s, op);
     }
 }
 

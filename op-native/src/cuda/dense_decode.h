@@ -15,7 +15,10 @@ namespace cuda {
 // workspace size) are made here; data-dependent conditions are handled on the device:
 // cache_seqlens are clamped to [0, max_blocks_per_seq * block_size], a block id outside
 // [0, num_blocks) reads zeros instead of memory, and a rotation position outside a cos / sin
-// table writes NaN in the rotated dims. FP8 caches (V32, MODEL1) return MLA_ERR_UNSUPPORTED.
+// table writes NaN in the rotated dims. FP8 caches (V32, MODEL1) are dequantised on the device
+// (fp8 * tile scale, the RoPE part from bf16); with bf16 / fp16 queries the tensor-core kernel
+// rounds the dequantised keys to q's dtype, so an fp16 query meets cache values beyond fp16's
+// range (|x| > 65504) as infinities: use bf16 or float32 queries for such caches.
 mla_status dense_decode(const mla_dense_decode_params &p);
 
 // Bytes of workspace dense_decode needs for p (reads sizes and p.exec.device only);

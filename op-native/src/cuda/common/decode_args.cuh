@@ -45,9 +45,22 @@ struct ScheduleArgs {
     int32_t tile;        // keys per tile of the main kernel
 };
 
+// An FP8 cache (V32 or MODEL1, one KV head; common/cache.h): its byte geometry, and where the
+// sm80 kernel stages a raw row inside the shared-memory slot of its dequantised row.
+struct Fp8Args {
+    int32_t d_nope, d_rope, tile, n_scales;
+    int64_t data_row_bytes;   // V32: the whole token row; MODEL1: fp8 + bf16 part
+    int64_t scale_row_bytes;  // MODEL1 only
+    int64_t block_bytes;
+    int32_t rope_at;          // byte offset of the bf16 part in the (raw) data row
+    int32_t raw_at;           // sm80 kernel: byte offset of the raw row in a K row slot
+};
+
 struct DecodeArgs {
     int32_t dtype;       // q and out
     int32_t kv_dtype;    // elements of the plain cache
+    int32_t kv_kind;     // mla_cache_kind
+    Fp8Args fp8;         // kv_kind V32 / MODEL1
     int64_t b, s_q, h_q, h_kv, group, d_qk, d_v;
     int64_t rows;        // s_q * group: query rows of a unit
     int32_t n_mblocks;   // ceil(rows / kBlockRows)
@@ -115,6 +128,64 @@ __device__ __forceinline__ int64_t key_offset(const DecodeArgs &a, int64_t b, in
     return blk * a.block_stride + (t % a.block_size) * a.token_stride + kvh * a.head_stride;
 }
 
+// Slot of token t of request b in a cache of one KV head, packed as block id << 32 | offset
+// in the block; -1 when its block id is outside the cache (nothing is read then).
+__device__ __forceinline__ int64_t key_slot(const DecodeArgs &a, int64_t b, int64_t t) {
+    int64_t blk = a.block_table[b * a.block_table_stride + t / a.block_size];
+    if (blk < 0 || blk >= a.num_blocks) return -1;
+    return (blk << 32) | (t % a.block_size);
+}
+
+// Byte offsets of the data row and the scales of an FP8 cache slot (key_slot's packing).
+__device__ __forceinline__ int64_t fp8_row_offset(const DecodeArgs &a, int64_t slot) {
+    const int64_t blk = slot >> 32, off = slot & 0xffffffff;
+    return a.kv_kind == MLA_CACHE_V32 ? (blk * a.block_size + off) * a.fp8.data_row_bytes
+                                      : blk * a.fp8.block_bytes + off * a.fp8.data_row_bytes;
+}
+__device__ __forceinline__ int64_t fp8_scale_offset(const DecodeArgs &a, int64_t slot) {
+    const int64_t blk = slot >> 32, off = slot & 0xffffffff;
+    return a.kv_kind == MLA_CACHE_V32
+               ? (blk * a.block_size + off) * a.fp8.data_row_bytes + a.fp8.d_nope
+               : blk * a.fp8.block_bytes + a.block_size * a.fp8.data_row_bytes +
+                     off * a.fp8.scale_row_bytes;
+}
+
+// float8_e4m3fn -> float, exact (0x7f / 0xff are NaN).
+__device__ __forceinline__ float fp8_e4m3_value(uint32_t v) {
+    const uint32_t exp = (v >> 3) & 0xfu, man = v & 0x7u;
+    float f;
+    if (exp == 15 && man == 7)
+        f = __int_as_float(0x7fffffff);
+    else if (exp == 0)
+        f = float(man) * 0.001953125f;
+    else
+        f = __uint_as_float(((exp + 120u) << 23) | (man << 20));
+    return (v & 0x80) ? -f : f;
+}
+
+// Scale of FP8 tile `t` of a row whose scales start at byte `sc`: V32 a float32, MODEL1 a
+// UE8M0 byte (2^(byte - 127)). Byte loads: a V32 row may sit at any address.
+__device__ __forceinline__ float fp8_scale(const DecodeArgs &a, const uint8_t *sc, int64_t t) {
+    if (a.kv_kind == MLA_CACHE_V32) {
+        const uint8_t *p = sc + 4 * t;
+        return __uint_as_float(uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 |
+                               uint32_t(p[3]) << 24);
+    }
+    const uint32_t e = sc[t];  // 2^(e - 127): the float with exponent field e (0: 2^-127)
+    return __uint_as_float(e ? e << 23 : 0x00400000u);
+}
+
+// Dim d of an FP8 cache row, dequantised as the CPU's read_token does (fp8 * scale in float,
+// the RoPE part from bf16). `row` and `sc` from fp8_row_offset / fp8_scale_offset.
+template <typename Acc>
+__device__ __forceinline__ Acc fp8_elem(const DecodeArgs &a, const uint8_t *row,
+                                        const uint8_t *sc, int64_t d) {
+    if (d < a.fp8.d_nope)
+        return Acc(fp8_e4m3_value(row[d]) * fp8_scale(a, sc, d / a.fp8.tile));
+    const uint8_t *r = row + a.fp8.rope_at + 2 * (d - a.fp8.d_nope);
+    return Acc(__uint_as_float((uint32_t(r[0]) | uint32_t(r[1]) << 8) << 16));
+}
+
 // Last key query j of a request of `len` keys may attend (-1: none).
 __device__ __forceinline__ int64_t last_key(const DecodeArgs &a, int64_t len, int64_t j) {
     int64_t hi = len - 1;
@@ -129,12 +200,13 @@ __device__ __forceinline__ int64_t last_key(const DecodeArgs &a, int64_t len, in
 
 // Writes output row (request b, query j, head h) from row[0, d_v) (shared memory, the
 // attention output already divided by its normaliser) and its lse (natural log, +inf when the
-// query attended no key, NaN when it saw a NaN key), in the order of the CPU kernel: sink factor, VVPA rotation by
-// R(-position), store in out's dtype. One warp; row is modified in place.
+// query attended no key, NaN when it saw a NaN key: the row is NaN then and stays NaN), in the
+// order of the CPU kernel: sink factor, VVPA rotation by R(-position), store in out's dtype.
+// One warp; row is modified in place.
 template <typename Acc>
 __device__ void write_row(const DecodeArgs &a, Acc *row, int64_t b, int64_t j, int64_t h,
                           Acc lse, int lane) {
-    const bool none = lse == Acc(INFINITY);  // a NaN lse (the row saw a NaN key) stays NaN
+    const bool none = lse == Acc(INFINITY);
     Acc factor = Acc(1);
     if (!none && a.sink) {
         const Acc s = Acc(a.sink[h]);

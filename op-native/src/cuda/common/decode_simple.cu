@@ -1,5 +1,6 @@
 // CUDA-core dense decode for the cases the tensor-core kernels do not take (float32 / float64
-// queries, a cache dtype other than q's, dims not multiples of 16, misaligned rows): one warp
+// queries, a cache dtype other than q's, dims not multiples of 16, misaligned rows, FP8 layouts
+// the sm80 kernel does not stage), every cache kind (FP8 rows dequantised per element): one warp
 // per query row walks the row's keys with an online softmax in Acc (double for float64
 // queries, like the CPU kernel, else float). Correct for every shape; not fast.
 #include "cuda/common/check.cuh"
@@ -32,13 +33,23 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
     const int64_t hi = last_key(a, len, j);
     const Acc scale = Acc(a.scale);
     Acc m = -Acc(INFINITY), l = Acc(0);
+    const bool fp8 = a.kv_kind != MLA_CACHE_PLAIN;
+    const uint8_t *kv_bytes = static_cast<const uint8_t *>(a.kv);
     for (int64_t t = 0; t <= hi; ++t) {
         // A block id outside the cache reads as a row of zeros, as in the tensor-core kernels.
-        const int64_t off = key_offset(a, b, kvh, t);
+        // Plain caches: element offset of the row; FP8 caches: its slot (block, offset).
+        const int64_t off = fp8 ? key_slot(a, b, t) : key_offset(a, b, kvh, t);
+        const uint8_t *row = nullptr, *sc = nullptr;
+        if (fp8 && off >= 0) {
+            row = kv_bytes + fp8_row_offset(a, off);
+            sc = kv_bytes + fp8_scale_offset(a, off);
+        }
+        auto key = [&](int64_t d) {
+            return fp8 ? fp8_elem<Acc>(a, row, sc, d) : load_elem<Acc>(a.kv, a.kv_dtype, off + d);
+        };
         Acc dot = Acc(0);
         if (off >= 0)
-            for (int64_t d = lane; d < a.d_qk; d += 32)
-                dot += q[d] * load_elem<Acc>(a.kv, a.kv_dtype, off + d);
+            for (int64_t d = lane; d < a.d_qk; d += 32) dot += q[d] * key(d);
         for (int s = 16; s > 0; s >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, s);
         const Acc score = dot * scale;
         const Acc m_new = score > m ? score : m;
@@ -46,11 +57,10 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
         const Acc w = exp(score - m_new);
         l = l * alpha + w;
         for (int64_t c = lane; c < a.d_v; c += 32)
-            o[c] = o[c] * alpha +
-                   (off >= 0 ? w * load_elem<Acc>(a.kv, a.kv_dtype, off + c) : Acc(0));
+            o[c] = o[c] * alpha + (off >= 0 ? w * key(c) : Acc(0));
         m = m_new;
     }
-    // l is NaN when the row saw a NaN key: lse and out stay NaN.
+    // NaN l: the row saw a NaN key and is NaN (lse too), as on the CPU.
     const Acc lse = !(l <= Acc(0)) ? m + log(l) : Acc(INFINITY);
     const Acc inv = !(l <= Acc(0)) ? Acc(1) / l : Acc(0);
     for (int64_t c = lane; c < a.d_v; c += 32) o[c] *= inv;

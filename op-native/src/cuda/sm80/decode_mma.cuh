@@ -11,12 +11,16 @@
 // of a split unit leaves (out / l, lse) in its slot for the combine kernel.
 // Shared-memory rows of Q and K are row_alloc (d_qk rounded up to 64) elements with their
 // 16-byte chunks XOR-swizzled by (row & 7), so ldmatrix is free of bank conflicts.
+// FP8 caches (FP8 = true): a tile's raw rows are copied a tile ahead into the stage that will
+// hold them and each warp dequantises its rows there after its work on the current tile
+// (fp8_rows.cuh); the rest of the kernel is the same.
 #pragma once
 #include "cuda/common/check.cuh"
 #include "cuda/common/decode_args.cuh"
 #include "cuda/common/ptx.cuh"
 #include "cuda/sm80/config.h"
 #include "cuda/sm80/decode_mma.h"
+#include "cuda/sm80/fp8_rows.cuh"
 
 namespace mla {
 namespace cuda {
@@ -48,7 +52,7 @@ __host__ __device__ inline MmaSmem mma_smem_layout(int64_t row_alloc, int64_t d_
     return s;
 }
 
-template <typename T, int DV, int BN>
+template <typename T, int DV, int BN, bool FP8>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_mma_kernel(const __grid_constant__ DecodeArgs a) {
     static_assert(BN == 32 || BN == 64, "key tile");
@@ -92,9 +96,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const T *kvg = static_cast<const T *>(a.kv);
 
     // Byte offset of 16-byte chunk c of row r: Q / K rows, and P rows (BN / 8 chunks).
-    auto swz = [&](int r, int c) -> uint32_t {
-        return uint32_t((r * ra + ((c ^ (r & 7)) << 3)) * int(sizeof(T)));
-    };
+    auto swz = [&](int r, int c) -> uint32_t { return swizzled(r, c, ra, int(sizeof(T))); };
     auto swz_p = [&](int r, int c) -> uint32_t {
         const int x = BN == 64 ? (r & 7) : ((r >> 1) & 3);
         return uint32_t((r * BN + ((c ^ x) << 3)) * int(sizeof(T)));
@@ -115,11 +117,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 
         // Key rows of a tile: lanes < kLoadRows look up their row's cache offset (block table
         // read one tile ahead, so its latency hides behind a tile of work), then the warp
-        // copies its kLoadRows rows into a stage.
+        // copies its kLoadRows rows into a stage. FP8 caches: the row's slot (fp8_rows.cuh).
         auto fetch_offsets = [&](int t) -> int64_t {
             int64_t off = -1;
             const int tok = t * BN + warp + kWarps * lane;
-            if (lane < kLoadRows && t < t1 && tok < len) off = key_offset(a, b, kvh, tok);
+            if (lane < kLoadRows && t < t1 && tok < len)
+                off = FP8 ? key_slot(a, b, tok) : key_offset(a, b, kvh, tok);
             return off;
         };
         auto load_k = [&](int buf, int64_t my_off) {
@@ -134,6 +137,25 @@ __global__ void __launch_bounds__(kThreads, 1)
                     ptx::cp_async_16(kb + swz(r, c), src + c * 8, bytes);
             }
         };
+        // FP8: the raw rows of a tile into a stage, and their dequantisation in place (each
+        // warp its own rows; the copy must have landed).
+        auto copy_raw = [&](int buf, int64_t my_slot) {
+            const uint32_t kb = sK + uint32_t(buf) * k_stage_bytes;
+#pragma unroll
+            for (int i = 0; i < kLoadRows; ++i) {
+                const int64_t slot = __shfl_sync(0xffffffffu, my_slot, i);
+                const int r = warp + kWarps * i;
+                fp8_copy_row(a, kb + uint32_t(r * ra * int(sizeof(T))), slot, lane);
+            }
+        };
+        auto dequant = [&](int buf, int64_t my_slot) {
+            const uint32_t kb = sK + uint32_t(buf) * k_stage_bytes;
+#pragma unroll
+            for (int i = 0; i < kLoadRows; ++i) {
+                const int64_t slot = __shfl_sync(0xffffffffu, my_slot, i);
+                fp8_dequant_row<T>(a, kb, warp + kWarps * i, ra, slot, lane);
+            }
+        };
 
         if (t0 < t1) {
             for (int r = warp; r < kBlockRows; r += kWarps) {
@@ -146,8 +168,17 @@ __global__ void __launch_bounds__(kThreads, 1)
                 for (int c = lane; c < dchunks; c += 32)
                     ptx::cp_async_16(sQ + swz(r, c), src + c * 8, valid ? 16 : 0);
             }
-            load_k(0, fetch_offsets(t0));
-            ptx::cp_async_commit();
+            if constexpr (FP8) {
+                const int64_t first = fetch_offsets(t0);
+                copy_raw(0, first);
+                ptx::cp_async_commit();
+                ptx::cp_async_wait<0>();
+                __syncwarp();
+                dequant(0, first);
+            } else {
+                load_k(0, fetch_offsets(t0));
+                ptx::cp_async_commit();
+            }
             int64_t next_off = fetch_offsets(t0 + 1);
 
             int lim[2];
@@ -160,8 +191,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 
             for (int t = t0; t < t1; ++t) {
                 const int buf = (t - t0) & 1;
-                if (t + 1 < t1) load_k(buf ^ 1, next_off);
+                if (t + 1 < t1) {
+                    if constexpr (FP8)
+                        copy_raw(buf ^ 1, next_off);
+                    else
+                        load_k(buf ^ 1, next_off);
+                }
                 ptx::cp_async_commit();
+                [[maybe_unused]] const int64_t staged_off = next_off;  // FP8: rows of tile t + 1
                 next_off = fetch_offsets(t + 2);
                 ptx::cp_async_wait<1>();
                 __syncthreads();
@@ -286,6 +323,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                         }
                     }
                 }
+                if constexpr (FP8) {
+                    // Tile t + 1 into T while other warps may still work on tile t.
+                    if (t + 1 < t1) {
+                        ptx::cp_async_wait<0>();
+                        __syncwarp();
+                        dequant(buf ^ 1, staged_off);
+                    }
+                }
                 __syncthreads();  // the stage just read is refilled next iteration
             }
         }
@@ -362,13 +407,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 }
 
-template <typename T, int DV, int BN>
+template <typename T, int DV, int BN, bool FP8>
 mla_status launch_decode_mma(const DecodeArgs &a, cudaStream_t stream, const char *op) {
     const int64_t smem = decode_mma_smem(a, BN, int(sizeof(T)));
-    MLA_CUDA_TRY(cudaFuncSetAttribute(decode_mma_kernel<T, DV, BN>,
+    MLA_CUDA_TRY(cudaFuncSetAttribute(decode_mma_kernel<T, DV, BN, FP8>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid(unsigned(a.sched.parts), unsigned(a.n_mblocks));
-    decode_mma_kernel<T, DV, BN><<<grid, kThreads, size_t(smem), stream>>>(a);
+    decode_mma_kernel<T, DV, BN, FP8><<<grid, kThreads, size_t(smem), stream>>>(a);
     MLA_CUDA_LAUNCHED("decode_mma_kernel launch");
     return MLA_OK;
 }
@@ -377,6 +422,7 @@ mla_status launch_decode_mma(const DecodeArgs &a, cudaStream_t stream, const cha
 }  // namespace cuda
 }  // namespace mla
 
-#define MLA_INSTANTIATE_DECODE_MMA(T, DV, BN)                                           \
-    template mla_status mla::cuda::sm80::launch_decode_mma<T, DV, BN>(                  \
+// FP8: false for a plain cache of T, true for the V32 / MODEL1 layouts (fp8_rows.cuh).
+#define MLA_INSTANTIATE_DECODE_MMA(T, DV, BN, FP8)                                      \
+    template mla_status mla::cuda::sm80::launch_decode_mma<T, DV, BN, FP8>(             \
         const mla::cuda::DecodeArgs &, cudaStream_t, const char *);
