@@ -83,20 +83,6 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
     return uint32_t((c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
 }
 
-// Two packed T (low half first) as floats.
-template <typename T>
-__device__ __forceinline__ float2 unpack2(uint32_t w);
-template <>
-__device__ __forceinline__ float2 unpack2<__nv_bfloat16>(uint32_t w) {
-    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
-}
-template <>
-__device__ __forceinline__ float2 unpack2<__half>(uint32_t w) {
-    __half2 h;
-    std::memcpy(&h, &w, 4);
-    return __half22float2(h);
-}
-
 // DQK: d_qk at compile time (512 or 576): the S loop must be unrolled for the wgmma
 // instructions to stay pipelined (a run-time loop makes ptxas serialise them, warning C7515).
 //
@@ -266,32 +252,28 @@ __global__ void __launch_bounds__(kThreads, 1)
             phase ^= 1u << i;
             fence_proxy_async();  // cp.async data -> wgmma operand reads
         };
-        // S = Q K^T for the tile in stage st: 64 rows x 64 keys, one commit group, first over
-        // the column blocks of the part that is refilled earlier in a pair (stage 0: part 0,
-        // which WG0 refills after its own P_a V_a; stage 1: part 1, which WG1 refills after
-        // its own P_b V_b), as soon as they have landed, then over the other part. The rope
-        // block belongs to part 0 in both stages. Descriptors advance by compile-time
-        // constants (16-byte units): k-step ks is 32 bytes into column block ks / 4.
+        // S = Q K^T for the tile in stage st: 64 rows x 64 keys, one commit group, over the
+        // column blocks of part 0 as soon as they have landed, then those of part 1 (the rope
+        // block belongs to part st). Descriptors advance by compile-time constants (16-byte
+        // units): k-step ks is 32 bytes into column block ks / 4.
         float s[32];
         auto kofs = [](int ks) {
             return uint32_t(((ks >> 2) * kColBlockBytes + (ks & 3) * 32) >> 4);
         };
-        auto part_of = [](int cb) { return cb >= 4 && cb < 8 ? 1 : 0; };
+        auto part_of = [](int cb, int st) { return cb < 4 ? 0 : (cb < 8 ? 1 : st); };
         auto issue_s = [&](int st) {
             const uint32_t dk = desc_k0 + uint32_t(st) * stage_desc;
-            const int first = st, ks_first = st == 0 ? 0 : 16;
-            wait_part(st, first);
+            wait_part(st, 0);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < kSteps; ++ks)
-                if (part_of(ks >> 2) == first)
-                    wgmma_m64n64k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)),
-                                          ks != ks_first);
-            wait_part(st, 1 - first);
+                if (part_of(ks >> 2, st) == 0)
+                    wgmma_m64n64k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), ks > 0);
+            wait_part(st, 1);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < kSteps; ++ks)
-                if (part_of(ks >> 2) != first)
+                if (part_of(ks >> 2, st) == 1)
                     wgmma_m64n64k16<T, 0>(s, desc(desc_q0 + kofs(ks)), desc(dk + kofs(ks)), 1);
             wgmma_commit();
         };
@@ -303,22 +285,6 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int ks = 0; ks < kTileKeys / 16; ++ks)  // 16 keys: 32 bytes of P, 2 KB of V
                 wgmma_m64n256k16<T, 1>(o, desc(desc_p + ks * 2), desc(dvs + ks * 128), 1);
             wgmma_commit();
-        };
-        // The same with the warpgroup's own P from registers (pr[4 ks .. 4 ks + 3]: k-step ks).
-        auto issue_pv_rs = [&](const uint32_t (&pr)[16], int st) {
-            const uint32_t dvs = desc_v0 + uint32_t(st) * stage_desc;
-            wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < kTileKeys / 16; ++ks) {
-                const uint32_t ak[4] = {pr[4 * ks], pr[4 * ks + 1], pr[4 * ks + 2], pr[4 * ks + 3]};
-                wgmma_m64n256k16_rs<T>(o, ak, desc(dvs + ks * 128), 1);
-            }
-            wgmma_commit();
-        };
-        // Keeps P's registers allocated until the wgmma reading them has been waited for.
-        auto keep_p = [](uint32_t (&pr)[16]) {
-#pragma unroll
-            for (int i = 0; i < 16; ++i) asm volatile("" : "+r"(pr[i])::"memory");
         };
         auto rescale_o = [&](const float (&al)[2]) {
             if (__any_sync(0xffffffffu, al[0] != 1.f || al[1] != 1.f)) {
@@ -346,7 +312,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
             // Q's copies precede every thread's arrivals on both stages.
             load_tile(0, t0, fetch_offsets(t0), wg == 0);
-            if (t0 + 1 < t1) load_tile(1, t0 + 1, fetch_offsets(t0 + 1), wg == 0);
+            if (t0 + 1 < t1) load_tile(1, t0 + 1, fetch_offsets(t0 + 1), wg == 1);
             int64_t off_a = fetch_offsets(t0 + 2), off_b = fetch_offsets(t0 + 3);
 
             int lim[2];
@@ -388,10 +354,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                     m[i] = mn[i];
                 }
             };
-            // P = 2^(s - mu) as pairs of T in registers, in the order of the A operand of
-            // m64n256k16 (pr[2 nt]: row0, keys 8 nt + 2 q4 + {0, 1}; pr[2 nt + 1]: row1);
-            // rs = this thread's row sums.
-            auto exp_pack = [&](const float (&mu)[2], uint32_t (&pr)[16], float (&rs)[2]) {
+            // P = 2^(s - mu) as T into the 64 x 64 tile at p_addr; rs = this thread's row sums.
+            auto exp_store = [&](uint32_t p_addr, const float (&mu)[2], float (&rs)[2]) {
                 rs[0] = rs[1] = 0.f;
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt) {
@@ -401,29 +365,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                     const float p3 = ex2_ftz(s[nt * 4 + 3] - mu[1]);
                     rs[0] += p0 + p1;
                     rs[1] += p2 + p3;
-                    pr[2 * nt] = ptx::pack2<T>(p0, p1);
-                    pr[2 * nt + 1] = ptx::pack2<T>(p2, p3);
-                }
-            };
-            // P from registers into the 64 x 64 tile at p_addr (K-major, swizzled).
-            auto store_p = [&](uint32_t p_addr, const uint32_t (&pr)[16]) {
-#pragma unroll
-                for (int nt = 0; nt < 8; ++nt) {
                     const uint32_t a0 = p_addr + swz128(row0, nt, kBlockRows) + q4 * 4;
                     const uint32_t a1 = p_addr + swz128(row1, nt, kBlockRows) + q4 * 4;
-                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a0), "r"(pr[2 * nt]));
-                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a1), "r"(pr[2 * nt + 1]));
-                }
-            };
-            // P *= al per row (the tile's weights moved from one running maximum to the next),
-            // through float: one more rounding to T. Skipped when no row of the warp moved.
-            auto rescale_p = [&](uint32_t (&pr)[16], const float (&al)[2]) {
-                if (__any_sync(0xffffffffu, al[0] != 1.f || al[1] != 1.f)) {
-#pragma unroll
-                    for (int i = 0; i < 16; ++i) {
-                        const float2 f = unpack2<T>(pr[i]);
-                        pr[i] = ptx::pack2<T>(f.x * al[i & 1], f.y * al[i & 1]);
-                    }
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a0), "r"(ptx::pack2<T>(p0, p1)));
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a1), "r"(ptx::pack2<T>(p2, p3)));
                 }
             };
             // Keys past min_lim are hidden from some rows by the causal mask: zero the
@@ -448,7 +393,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                 const bool has_b = tb < t1;
                 const bool zero_a = hide && (ta + 1) * kTileKeys - 1 > min_lim;
                 const bool zero_b = hide && (tb + 1) * kTileKeys - 1 > min_lim;
-                uint32_t pr[16];
                 if (wg == 0) {
                     issue_s(0);
                     wgmma_wait<0>();
@@ -457,34 +401,27 @@ __global__ void __launch_bounds__(kThreads, 1)
                     scale_mask(ta, mx);
                     const float mn[2] = {fmaxf(m[0], mx[0]), fmaxf(m[1], mx[1])};
                     advance_max(mn, mu, al);
-                    exp_pack(mu, pr, rs);
+                    exp_store(base + uint32_t(L.pa), mu, rs);
 #pragma unroll
                     for (int i = 0; i < 2; ++i) l[i] = l[i] * al[i] + rs[i];
                     if (q4 == 0) {
                         s_max[row0] = m[0];
                         s_max[row1] = m[1];
                     }
-                    bar_arrive(1, kThreads);  // m_a out: WG1's softmax of b may start
-                    if (zero_a) {
-                        zero_hidden(ta, 0);
-                        fence_proxy_async();
-                        ptx::named_barrier(3, 128);
-                    }
+                    if (zero_a) zero_hidden(ta, 0);
+                    fence_proxy_async();  // P stores -> wgmma operand reads
+                    bar_arrive(1, kThreads);
+                    ptx::named_barrier(3, 128);
                     rescale_o(al);
-                    issue_pv_rs(pr, 0);  // O_L += P_a V_a, P_a from registers
-                    wgmma_wait<0>();     // stage 0's part 0 (and its rope block) is free
+                    issue_pv(desc_pa, 0);
+                    wgmma_wait<0>();  // P_a V_a: stage 0's part 0 is free: refill it now
                     fence_regs(o);
-                    keep_p(pr);
                     if (ta + 2 < t1) load_tile(0, ta + 2, off_a, true);
-                    ptx::named_barrier(2, kThreads);  // m_b and P_b (when has_b) are out
                     if (has_b) {
+                        ptx::named_barrier(2, kThreads);
                         const float mnb[2] = {s_max[kBlockRows + row0], s_max[kBlockRows + row1]};
                         float al2[2];
                         advance_max(mnb, mu, al2);
-                        rescale_p(pr, al2);  // P_a relative to m_b, for WG1's P_a V_a
-                        store_p(base + uint32_t(L.pa), pr);
-                        fence_proxy_async();
-                        bar_arrive(6, kThreads);
 #pragma unroll
                         for (int i = 0; i < 2; ++i) l[i] *= al2[i];
                         wait_part(1, 0);
@@ -493,17 +430,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                             fence_proxy_async();
                             ptx::named_barrier(3, 128);
                         }
-                        rescale_o(al2);
-                        issue_pv(desc_pb, 1);  // O_L += P_b V_b, P_b from shared memory
-                        wgmma_wait<0>();  // stage 1's part 0 and rope block (P_b) are free
+                        rescale_o(al2);  // P_a V_a is done
+                        issue_pv(desc_pb, 1);
+                        wgmma_wait<0>();
                         fence_regs(o);
-                        if (tb + 2 < t1) load_tile(1, tb + 2, off_b, true);
+                        bar_arrive(5, kThreads);
+                        if (tb + 2 < t1) load_tile(1, tb + 2, off_b, false);
                         off_a = fetch_offsets(ta + 4);
                         off_b = fetch_offsets(tb + 4);
-                    } else {
-                        store_p(base + uint32_t(L.pa), pr);
-                        fence_proxy_async();
-                        bar_arrive(6, kThreads);
                     }
                 } else {
                     float mx[2] = {-INFINITY, -INFINITY};
@@ -519,53 +453,43 @@ __global__ void __launch_bounds__(kThreads, 1)
                     advance_max(mna, mu, al);
 #pragma unroll
                     for (int i = 0; i < 2; ++i) l[i] *= al[i];
-                    if (has_b) {
-                        const float mn[2] = {fmaxf(m[0], mx[0]), fmaxf(m[1], mx[1])};
-                        float al2[2], rs[2];
-                        advance_max(mn, mu, al2);
-                        exp_pack(mu, pr, rs);
-#pragma unroll
-                        for (int i = 0; i < 2; ++i) {
-                            l[i] = l[i] * al2[i] + rs[i];
-                            al[i] *= al2[i];
-                        }
-                        store_p(base + uint32_t(L.pb), pr);
-                        if (q4 == 0) {
-                            s_max[kBlockRows + row0] = m[0];
-                            s_max[kBlockRows + row1] = m[1];
-                        }
-                        fence_proxy_async();
-                        bar_arrive(2, kThreads);
-                        if (zero_b) {
-                            zero_hidden(tb, 1);
-                            fence_proxy_async();
-                            ptx::named_barrier(4, 128);
-                        }
-                        rescale_o(al);
-                        issue_pv_rs(pr, 1);  // O_R += P_b V_b, P_b from registers
-                    } else {
-                        bar_arrive(2, kThreads);
-                        rescale_o(al);
-                    }
-                    ptx::named_barrier(6, kThreads);  // P_a (relative to m_b) is out
                     wait_part(0, 1);
                     if (zero_a) {
                         zero_hidden(ta, 0);
                         fence_proxy_async();
-                        ptx::named_barrier(4, 128);
+                        ptx::named_barrier(6, 128);
                     }
-                    issue_pv(desc_pa, 0);  // O_R += P_a V_a
+                    rescale_o(al);
+                    issue_pv(desc_pa, 0);
                     if (has_b) {
-                        wgmma_wait<1>();  // P_b V_b: stage 1's part 1 is free
-                        keep_p(pr);
-                        if (tb + 2 < t1) load_tile(1, tb + 2, off_b, false);
-                    }
-                    wgmma_wait<0>();  // P_a V_a: stage 0's part 1 is free
-                    fence_regs(o);
-                    if (ta + 2 < t1) load_tile(0, ta + 2, off_a, false);
-                    if (has_b) {
+                        const float mn[2] = {fmaxf(m[0], mx[0]), fmaxf(m[1], mx[1])};
+                        float al2[2], rs[2];
+                        advance_max(mn, mu, al2);
+                        exp_store(base + uint32_t(L.pb), mu, rs);
+#pragma unroll
+                        for (int i = 0; i < 2; ++i) l[i] = l[i] * al2[i] + rs[i];
+                        if (q4 == 0) {
+                            s_max[kBlockRows + row0] = m[0];
+                            s_max[kBlockRows + row1] = m[1];
+                        }
+                        if (zero_b) zero_hidden(tb, 1);
+                        fence_proxy_async();
+                        ptx::named_barrier(4, 128);  // P_b for this warpgroup's wgmma
+                        bar_arrive(2, kThreads);
+                        wgmma_wait<0>();  // P_a V_a: stage 0's part 1 is free: refill it now
+                        fence_regs(o);
+                        if (ta + 2 < t1) load_tile(0, ta + 2, off_a, false);
+                        rescale_o(al2);
+                        issue_pv(desc_pb, 1);
+                        wgmma_wait<0>();
+                        fence_regs(o);
+                        ptx::named_barrier(5, kThreads);  // WG0's P_b V_b is done too
+                        if (tb + 2 < t1) load_tile(1, tb + 2, off_b, true);
                         off_a = fetch_offsets(ta + 4);
                         off_b = fetch_offsets(tb + 4);
+                    } else {
+                        wgmma_wait<0>();
+                        fence_regs(o);
                     }
                 }
             }
