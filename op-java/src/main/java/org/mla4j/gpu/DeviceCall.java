@@ -5,6 +5,7 @@ import java.util.HashMap;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.LongFunction;
 import org.bytedeco.javacpp.Pointer;
 import org.mla4j.exec.NativeLib;
 import org.mla4j.exec.Operands;
@@ -18,7 +19,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *
  * <p>The device memory comes from a staging area kept per thread and device, grown when a call
  * needs more and reused by the next call, with the thread's own stream: a decode step costs
- * copies of its small tensors, not allocations.
+ * copies of its small tensors, not allocations. Copies go through page-locked host memory
+ * (ND4J's arrays are pageable, which the driver would copy at a fraction of the bus speed).
  */
 public final class DeviceCall implements Operands, AutoCloseable {
     private static final long ALIGN = 256;
@@ -110,12 +112,16 @@ public final class DeviceCall implements Operands, AutoCloseable {
 
     /** Copies the outputs back to their host arrays and waits for the call to finish. */
     public void finish() {
+        List<Pointer> landed = new ArrayList<>(downloads.size());
         for (Object[] d : downloads) {
-            INDArray a = (INDArray) d[0];
-            long n = bytes(a);
-            if (n > 0) staging.copyOut(NativeLib.ptr(a), (Pointer) d[1], n);
+            long n = bytes((INDArray) d[0]);
+            landed.add(n > 0 ? staging.copyOut((Pointer) d[1], n) : null);
         }
         staging.stream.synchronize();
+        for (int i = 0; i < downloads.size(); i++) {
+            INDArray a = (INDArray) downloads.get(i)[0];
+            if (landed.get(i) != null) Pointer.memcpy(NativeLib.ptr(a), landed.get(i), bytes(a));
+        }
         finished = true;
     }
 
@@ -136,18 +142,64 @@ public final class DeviceCall implements Operands, AutoCloseable {
         return a.length() * a.dataType().width();
     }
 
-    /** A thread's device memory and stream for one device. */
+    /** A thread's device memory, page-locked host memory and stream for one device. */
     private static final class Staging {
         final int device;
         final CudaStream stream;
-        DeviceBuffer buffer;            // the area calls take memory from
-        final List<DeviceBuffer> extra = new ArrayList<>(); // grown within a call
-        long used;
-        long peak;
+        final Area deviceArea;
+        final Area hostArea;   // page-locked: the copies' bounce buffers
 
         Staging(int device) {
             this.device = device;
             this.stream = new CudaStream(device);
+            this.deviceArea = new Area(n -> DeviceBuffer.allocate(device, n));
+            this.hostArea = new Area(PinnedBuffer::allocate);
+        }
+
+        void begin() {
+            deviceArea.begin();
+            hostArea.begin();
+        }
+
+        Pointer take(long n) {
+            return deviceArea.take(n);
+        }
+
+        /** Host array -> page-locked copy -> device, ordered on the stream. */
+        void copyIn(Pointer dst, Pointer src, long n) {
+            Pointer pinned = hostArea.take(n);
+            Pointer.memcpy(pinned, src, n);
+            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(dst, pinned, n,
+                    org.mla4j.nativelib.MlaLib.MLA_COPY_HOST_TO_DEVICE, stream.handle()));
+        }
+
+        /** Device -> page-locked memory, ordered on the stream; returns where the bytes land. */
+        Pointer copyOut(Pointer src, long n) {
+            Pointer pinned = hostArea.take(n);
+            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(pinned, src, n,
+                    org.mla4j.nativelib.MlaLib.MLA_COPY_DEVICE_TO_HOST, stream.handle()));
+            return pinned;
+        }
+
+        void end() {
+            deviceArea.end();
+            hostArea.end();
+        }
+    }
+
+    /**
+     * Bump allocation from one block. A call that overflows it gets blocks of their own, and
+     * the next call one block of the whole call's size.
+     */
+    private static final class Area {
+        final LongFunction<MemoryBlock> allocate;
+        final List<MemoryBlock> extra = new ArrayList<>();
+        MemoryBlock block;
+        long used;
+        long peak;
+
+        Area(LongFunction<MemoryBlock> allocate) {
+            this.allocate = allocate;
         }
 
         void begin() {
@@ -158,34 +210,22 @@ public final class DeviceCall implements Operands, AutoCloseable {
         Pointer take(long n) {
             long size = Math.max(ALIGN, (n + ALIGN - 1) / ALIGN * ALIGN);
             peak += size;
-            if (buffer != null && used + size <= buffer.bytes()) {
-                Pointer p = buffer.at(used);
+            if (block != null && used + size <= block.bytes()) {
+                Pointer p = block.at(used);
                 used += size;
                 return p;
             }
-            // Does not fit: a block of its own for this call; the next call gets one area of
-            // the whole call's size.
-            DeviceBuffer b = DeviceBuffer.allocate(device, size);
+            MemoryBlock b = allocate.apply(size);
             extra.add(b);
             return b.at(0);
         }
 
-        void copyIn(Pointer dst, Pointer src, long n) {
-            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(dst, src, n,
-                    org.mla4j.nativelib.MlaLib.MLA_COPY_HOST_TO_DEVICE, stream.handle()));
-        }
-
-        void copyOut(Pointer dst, Pointer src, long n) {
-            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(dst, src, n,
-                    org.mla4j.nativelib.MlaLib.MLA_COPY_DEVICE_TO_HOST, stream.handle()));
-        }
-
         void end() {
             if (extra.isEmpty()) return;
-            for (DeviceBuffer b : extra) b.close();
+            for (MemoryBlock b : extra) b.close();
             extra.clear();
-            if (buffer != null) buffer.close();
-            buffer = DeviceBuffer.allocate(device, Math.max(peak, 1 << 20));
+            if (block != null) block.close();
+            block = allocate.apply(Math.max(peak, 1 << 20));
         }
     }
 }

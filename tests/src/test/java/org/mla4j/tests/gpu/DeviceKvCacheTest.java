@@ -82,15 +82,15 @@ class DeviceKvCacheTest {
 
     @Test
     void refusesWhatDoesNotFitAndKeepsItsState() {
-        try (DeviceKvCache d = DeviceKvCache.plain(0, DataType.BFLOAT16, 64, 4, 3, 2, 2)) {
+        try (DeviceKvCache d = DeviceKvCache.plain(0, DataType.BFLOAT16, 64, 4, 5, 2, 2)) {
             TestRandom r = TestRandom.create();
             d.append(Nd.array(r.normal(2 * 5 * 64), DataType.BFLOAT16, 2, 5, 64));
             MlaException e = assertThrows(MlaException.class,
                     () -> d.append(Nd.array(r.normal(2 * 4 * 64), DataType.BFLOAT16, 2, 4, 64)));
-            assertTrue(e.getMessage().contains("DeviceKvCache"), e.getMessage());
+            assertTrue(e.getMessage().contains("DeviceKvCache") && e.getMessage().contains("9 tokens"), e.getMessage());
             assertEquals(5, d.length(0));
             assertEquals(5, d.length(1));
-            assertThrows(MlaException.class, () -> d.append(Nd.array(r.normal(64), DataType.BFLOAT16, 1, 1, 32)));
+            assertThrows(MlaException.class, () -> d.append(Nd.array(r.normal(32), DataType.BFLOAT16, 1, 1, 32)));
             assertThrows(MlaException.class, () -> d.decode(
                     Nd.array(r.normal(2 * 4 * 64), DataType.FLOAT, 2, 1, 4, 64), 64, true, 0.1));
             assertThrows(MlaException.class, () -> d.decode(

@@ -1,0 +1,14 @@
+package org.mla4j.gpu;
+
+import org.bytedeco.javacpp.Pointer;
+
+/** A block of native memory (device or page-locked host) handed out by address. */
+interface MemoryBlock extends AutoCloseable {
+    long bytes();
+
+    /** The address {@code offset} bytes in. */
+    Pointer at(long offset);
+
+    @Override
+    void close();
+}
