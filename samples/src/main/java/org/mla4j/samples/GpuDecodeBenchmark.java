@@ -48,6 +48,7 @@ public final class GpuDecodeBenchmark {
             shapes.add(new int[] {16, 8192});
             shapes.add(new int[] {1, 8192});
         }
+        copyRates(quick ? 1 : 3);
         for (CacheLayout layout : new CacheLayout[] {CacheLayout.PLAIN, CacheLayout.V32}) {
             for (int[] s : shapes) {
                 if (layout.isFp8() && s[0] != 128) continue;
@@ -115,6 +116,47 @@ public final class GpuDecodeBenchmark {
                     layout.isFp8() ? "fp8 v32" : "bf16", b, sK, k, flop / k / 1e6, 100 * flop / k / 1e6 / PEAK_TFLOPS,
                     res, res - k, st, st - k, copied / 1e6);
         }
+    }
+
+    /**
+     * Where a host step's time goes: copying an ND4J array of q's size (b 128) to the device and
+     * one of out's size back, directly from pageable memory and through the page-locked
+     * staging that DeviceCall uses, and allocating the output arrays.
+     */
+    private static void copyRates(int repeats) {
+        long qElems = 128L * 128 * 576, outElems = 128L * 128 * 512;
+        INDArray q = Nd4j.rand(DataType.FLOAT, 128, 128, 576).castTo(DataType.BFLOAT16);
+        INDArray out = Nd4j.createUninitialized(DataType.BFLOAT16, 128, 128, 512);
+        double[] direct = new double[2 * repeats], staged = new double[2 * repeats];
+        double[] alloc = new double[repeats];
+        try (DeviceBuffer dq = DeviceBuffer.allocate(0, qElems * 2); DeviceBuffer dout = DeviceBuffer.allocate(0, outElems * 2);
+             org.mla4j.gpu.CudaStream s = new org.mla4j.gpu.CudaStream(0)) {
+            for (int r = 0; r < 2 * repeats; r++) {
+                long t0 = System.nanoTime();
+                dq.upload(org.mla4j.exec.NativeLib.ptr(q), 0, qElems * 2, s);
+                dout.download(org.mla4j.exec.NativeLib.ptr(out), 0, outElems * 2, s);
+                s.synchronize();
+                long t1 = System.nanoTime();
+                try (DeviceCall call = DeviceCall.open(0)) {
+                    call.in(q);
+                    call.out(out);
+                    call.finish();
+                }
+                long t2 = System.nanoTime();
+                direct[r] = (t1 - t0) / 1e3;
+                staged[r] = (t2 - t1) / 1e3;
+            }
+            for (int r = 0; r < repeats; r++) {
+                long t0 = System.nanoTime();
+                Nd4j.createUninitialized(DataType.BFLOAT16, 128, 1, 128, 512);
+                Nd4j.createUninitialized(DataType.FLOAT, 128, 128, 1);
+                alloc[r] = (System.nanoTime() - t0) / 1e3;
+            }
+        }
+        double mb = (qElems + outElems) * 2 / 1e6;
+        System.out.printf("copies of q in + out back (b 128, %.1f MB): pageable direct %.0f us (%.1f GB/s), "
+                + "page-locked staging %.0f us (%.1f GB/s); new out + lse arrays %.0f us%n%n", mb, median(direct),
+                mb / median(direct) * 1e3, median(staged), mb / median(staged) * 1e3, median(alloc));
     }
 
     private static double median(double[] v) {
