@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <cstdint>
 #include "mla/mla.h"
+#include "cuda/common/convert.cuh"
 
 namespace mla {
 namespace cuda {
@@ -150,17 +151,9 @@ __device__ __forceinline__ int64_t fp8_scale_offset(const DecodeArgs &a, int64_t
                      off * a.fp8.scale_row_bytes;
 }
 
-// float8_e4m3fn -> float, exact (0x7f / 0xff are NaN).
+// float8_e4m3fn -> float, exact (0x7f / 0xff are NaN): the append's codec.
 __device__ __forceinline__ float fp8_e4m3_value(uint32_t v) {
-    const uint32_t exp = (v >> 3) & 0xfu, man = v & 0x7u;
-    float f;
-    if (exp == 15 && man == 7)
-        f = __int_as_float(0x7fffffff);
-    else if (exp == 0)
-        f = float(man) * 0.001953125f;
-    else
-        f = __uint_as_float(((exp + 120u) << 23) | (man << 20));
-    return (v & 0x80) ? -f : f;
+    return conv::fp8_e4m3_to_float(uint8_t(v));
 }
 
 // Scale of FP8 tile `t` of a row whose scales start at byte `sc`: V32 a float32, MODEL1 a
