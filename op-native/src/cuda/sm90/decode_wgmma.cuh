@@ -67,8 +67,8 @@ __host__ __device__ inline WgmmaSmem wgmma_smem_layout(int64_t d_qk, int64_t d_v
     at += 2 * kBlockRows * 4;
     s.lse = at;
     at += kBlockRows * 4;
-    s.bar = at;  // eight mbarriers (8 bytes each): stage s, warpgroup w's copies landed;
-    at += 64;    // then (clusters) stage s, part w free in the peer CTA
+    s.bar = at;  // four mbarriers (8 bytes each): stage s, warpgroup w's copies landed
+    at += 32;
     s.total = at + 1024;
     return s;
 }
@@ -106,22 +106,10 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
 // id outside the cache is given as coordinate num_blocks, which the copy fills with zeros.
 // The last tile of a sequence, when partial, still takes the cp.async path (zeros past the
 // sequence, not the cache's contents).
-//
-// cluster (only with use_tma and an even number of m-blocks): the kernel runs as clusters of
-// two CTAs along the m-block axis, the two m-blocks of one partition, which read the same key
-// tiles (same partition, same sequence, hence the same whole and partial tiles). For a whole
-// tile, the issuing thread of warpgroup w in the CTA of rank r copies column blocks
-// 4 w + 2 r, +1 of part w (and the rope block of stage st when r == st) with multicast into
-// both CTAs; each CTA's full[st][w] still expects the bytes of the whole part. Before that it
-// arrives on the peer's free[st][w] (its own part is free: the same point as the refill
-// without clusters) and waits on its own free[st][w] for the peer's arrival: a part is
-// refilled only when both CTAs are done with it. Both CTAs make the same sequence of
-// tensor-copy refills, so the arrivals pair up phase by phase; partial tiles go by cp.async
-// into the own CTA only and take no part in it.
 template <typename T, int DQK>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_wgmma_kernel(const __grid_constant__ DecodeArgs a, const __grid_constant__ CUtensorMap tmap,
-                        int use_tma, int cluster) {
+                        int use_tma) {
 #ifdef MLA_SM90_WGMMA
     static_assert(DQK % 64 == 0 && DQK >= kHeadDimV && DQK <= kMaxHeadDimQK, "d_qk");
     static_assert(kWarpgroups == 2 && kColsPerWarpgroup == 256, "two warpgroups, O halves");
@@ -145,7 +133,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t sQ = base + uint32_t(L.q), sK = base + uint32_t(L.k);
     const uint32_t k_stage = uint32_t(L.k_stage);
     const uint32_t bar_full = base + uint32_t(L.bar);
-    const uint32_t bar_free = bar_full + 32;  // clusters: free[s][w] at 8 (2 s + w)
     float *s_max = reinterpret_cast<float *>(smem + L.max);  // [0]: m after a, [64]: after b
     float *s_l = reinterpret_cast<float *>(smem + L.l);
     float *s_lse = reinterpret_cast<float *>(smem + L.lse);
@@ -172,17 +159,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (tid == 0) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) mbar_init(bar_full + 8 * i, 128);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) mbar_init(bar_free + 8 * i, 1);
-        if (cluster) fence_mbar_init_cluster();
     }
-    if (cluster)
-        cluster_sync();  // the peer's mbarriers are initialised before any copy or arrival
-    else
-        __syncthreads();
-    // Bit 2 s + w: parity of the next phase of full[s][w] to wait for; bit 4 + 2 s + w: the
-    // same for free[s][w] (clusters, issuing threads).
-    uint32_t phase = 0;
+    __syncthreads();
+    uint32_t phase = 0;  // bit 2 s + w: parity of the next phase of full[s][w] to wait for
 
     for (int64_t u = us; u < ue || (u == ue && te > 0); ++u) {
         const int n_u = int(unit_tiles(sc, u));
@@ -230,33 +209,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                     mbar_expect_tx(bar, uint32_t(nb) * kColBlockBytes);
                     const int tok = int((int64_t(t) * kTileKeys) % a.block_size);
                     const int blk = int(my_off), h = int(kvh);
-                    if (cluster) {
-                        const int i = 2 * st + wg;
-                        const uint32_t fb = bar_free + 8 * i;
-                        const int rank = int(cluster_ctarank());
-                        mbar_arrive_cluster(fb, uint32_t(rank ^ 1));
-                        mbar_wait_cluster(fb, (phase >> (4 + i)) & 1u);
-                        phase ^= 1u << (4 + i);
 #pragma unroll
-                        for (int j = 0; j < 2; ++j) {
-                            const int cb = wg * (kColsPerWarpgroup / 64) + 2 * rank + j;
-                            tma_load_4d_multicast(kb + uint32_t(cb) * kColBlockBytes, &tmap, cb * 64, tok,
-                                                  h, blk, bar, 3);
-                        }
-                        if (kRope && rope && rank == st)
-                            tma_load_4d_multicast(kb + uint32_t(kHeadDimV / 64) * kColBlockBytes, &tmap,
-                                                  kHeadDimV, tok, h, blk, bar, 3);
-                    } else {
-#pragma unroll
-                        for (int j = 0; j < 4; ++j) {
-                            const int cb = wg * (kColsPerWarpgroup / 64) + j;
-                            tma_load_4d(kb + uint32_t(cb) * kColBlockBytes, &tmap, cb * 64, tok, h, blk,
-                                        bar);
-                        }
-                        if (kRope && rope)
-                            tma_load_4d(kb + uint32_t(kHeadDimV / 64) * kColBlockBytes, &tmap, kHeadDimV,
-                                        tok, h, blk, bar);
+                    for (int j = 0; j < 4; ++j) {
+                        const int cb = wg * (kColsPerWarpgroup / 64) + j;
+                        tma_load_4d(kb + uint32_t(cb) * kColBlockBytes, &tmap, cb * 64, tok, h, blk, bar);
                     }
+                    if (kRope && rope)
+                        tma_load_4d(kb + uint32_t(kHeadDimV / 64) * kColBlockBytes, &tmap, kHeadDimV, tok,
+                                    h, blk, bar);
                 }
                 mbar_arrive_cp_async(bar);  // also covers this thread's earlier cp.async (Q)
                 return;
@@ -602,9 +562,6 @@ __global__ void __launch_bounds__(kThreads, 1)
             __syncthreads();  // s_l is rewritten by the next unit's epilogue
         }
     }
-    // Every remote arrival and multicast copy aimed at a CTA is waited for by that CTA, so
-    // this is not needed for correctness; it keeps both CTAs of a cluster alive to the end.
-    if (cluster) cluster_sync();
 #else
     __trap();  // built for another architecture: the dispatcher launches this on sm_90 only
 #endif
@@ -656,18 +613,6 @@ bool cache_tensor_map(const DecodeArgs &a, CUtensorMap *map) {
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Clusters of two m-blocks (key tiles multicast to both): only with the tensor copies and an
-// even number of m-blocks, unless MLA4J_SM90_CLUSTER=0, and only when the device keeps as
-// many clusters resident at once as the grid would keep CTAs (so a one-wave grid stays one
-// wave; a device that cannot place them all keeps the single-CTA launch).
-inline bool cluster_allowed() {
-    static const bool on = [] {
-        const char *env = std::getenv("MLA4J_SM90_CLUSTER");
-        return !(env && std::strcmp(env, "0") == 0);
-    }();
-    return on;
-}
-
 template <typename T, int DQK>
 mla_status launch_dqk(const DecodeArgs &a, cudaStream_t stream, const char *op) {
     const int64_t smem = decode_wgmma_smem(a);
@@ -677,40 +622,7 @@ mla_status launch_dqk(const DecodeArgs &a, cudaStream_t stream, const char *op) 
     CUtensorMap map;
     std::memset(&map, 0, sizeof(map));
     const int use_tma = cache_tensor_map<T>(a, &map) ? 1 : 0;
-
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = size_t(smem);
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = 2;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int cluster = 0;
-    if (use_tma && a.n_mblocks % 2 == 0 && cluster_allowed()) {
-        // Resident clusters at this shared-memory size, once per instantiation (the size
-        // depends on d_qk only); CTAs resident without clusters: one per SM.
-        static int max_clusters = -1;
-        static int sms = 0;
-        if (max_clusters < 0) {
-            int dev = 0, n = 0;
-            if (cudaGetDevice(&dev) != cudaSuccess ||
-                cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-                cudaOccupancyMaxActiveClusters(&n, decode_wgmma_kernel<T, DQK>, &cfg) != cudaSuccess) {
-                n = 0;
-                (void)cudaGetLastError();  // that failure only means: no clusters
-            }
-            max_clusters = n;
-        }
-        const int64_t ctas = int64_t(grid.x) * grid.y;
-        cluster = 2 * int64_t(max_clusters) >= (ctas < sms ? ctas : int64_t(sms)) ? 1 : 0;
-    }
-    if (!cluster) cfg.numAttrs = 0;
-    MLA_CUDA_TRY(cudaLaunchKernelEx(&cfg, decode_wgmma_kernel<T, DQK>, a, map, use_tma, cluster));
+    decode_wgmma_kernel<T, DQK><<<grid, kThreads, size_t(smem), stream>>>(a, map, use_tma);
     MLA_CUDA_LAUNCHED("decode_wgmma_kernel launch");
     return MLA_OK;
 }

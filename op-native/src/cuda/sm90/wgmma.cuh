@@ -189,51 +189,6 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, int 
         "l"(reinterpret_cast<uint64_t>(tmap)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
         : "memory");
 }
-// The same copy multicast to the CTAs of the cluster set in cta_mask: the box lands at the
-// same shared-memory offset in each of them, and each one's mbarrier at offset bar gets the
-// bytes.
-__device__ __forceinline__ void tma_load_4d_multicast(uint32_t dst, const void *tmap, int c0, int c1,
-                                                      int c2, int c3, uint32_t bar,
-                                                      uint16_t cta_mask) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-        ".multicast::cluster [%0], [%1, {%2, %3, %4, %5}], [%6], %7;\n" ::"r"(dst),
-        "l"(reinterpret_cast<uint64_t>(tmap)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar),
-        "h"(cta_mask)
-        : "memory");
-}
-// Clusters: this CTA's rank, a barrier of all threads of the cluster (release / acquire),
-// mbarrier initialisations made visible to the cluster, an arrival on the mbarrier at the
-// same offset in the CTA of rank `cta` (release at cluster scope), and a wait for a phase
-// whose completion came from another CTA (acquire at cluster scope).
-__device__ __forceinline__ uint32_t cluster_ctarank() {
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-    return r;
-}
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::
-                     : "memory");
-}
-__device__ __forceinline__ void fence_mbar_init_cluster() {
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t cta) {
-    asm volatile(
-        "{\n.reg .b32 remote;\n"
-        "mapa.shared::cluster.u32 remote, %0, %1;\n"
-        "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(bar),
-        "r"(cta)
-        : "memory");
-}
-__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
-    asm volatile(
-        "{\n.reg .pred done;\nWAITC:\n"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra WAITC;\n}\n" ::"r"(bar),
-        "r"(parity)
-        : "memory");
-}
 // 2^x by the special-function unit, results below 2^-126 flushed to zero (used for P and the
 // softmax's rescale factors, where the largest term of a row is 1, so such terms do not
 // count); -inf gives 0, NaN gives NaN.
