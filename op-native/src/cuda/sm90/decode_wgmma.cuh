@@ -3,7 +3,7 @@
 // warpgroups out of phase ("seesaw"). Key tiles come in pairs (a, b): stage 0 holds a, stage 1
 // holds b. Warpgroup 0 owns value columns 0..255 of O, warpgroup 1 columns 256..511.
 //   WG0: S_a = Q K_a^T (m64n64k16, all 64 rows x 64 keys), softmax of a -> P_a, m_a;
-//        O_L += P_a V_a[:, 0:256]; then, once WG1 has published P_b, O_L += P_b V_b[:, 0:256]
+//        O_L += P_a V_a[:, 0:256] (P_a from registers, also stored for WG1); then, once WG1 has published P_b, O_L += P_b V_b[:, 0:256]
 //   WG1: S_b = Q K_b^T; once WG0 has published m_a: O_R += P_a V_a[:, 256:512], softmax of b
 //        from the running maximum m_a -> P_b, m_b; O_R += P_b V_b[:, 256:512]
 // so one warpgroup's softmax runs while the other's matrix products keep the tensor cores
@@ -98,6 +98,9 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
 // columns of stage w). A thread waits on each phase of the parts it reads (phase bits in
 // `phase`): WG0 on [0][0], [0][1], [1][0]; WG1 on [1][0], [1][1], [0][1].
 //
+// p_regs (MLA4J_SM90_PA_REGS=0 turns it off): WG0's own P_a V_a takes P_a from registers
+// (register A operand) instead of shared memory, without the barrier of its warps before it.
+//
 // tmap / use_tma: when block_size is a multiple of 64 (a tile lies in one cache block) and the
 // host could describe the cache as a 4-d tensor (d_qk, token in block, KV head, block) with a
 // 64 x 64 box and the 128-byte swizzle, every whole tile arrives by tensor copies (TMA): one
@@ -109,7 +112,7 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
 template <typename T, int DQK>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_wgmma_kernel(const __grid_constant__ DecodeArgs a, const __grid_constant__ CUtensorMap tmap,
-                        int use_tma) {
+                        int use_tma, int p_regs) {
 #ifdef MLA_SM90_WGMMA
     static_assert(DQK % 64 == 0 && DQK >= kHeadDimV && DQK <= kMaxHeadDimQK, "d_qk");
     static_assert(kWarpgroups == 2 && kColsPerWarpgroup == 256, "two warpgroups, O halves");
@@ -286,6 +289,17 @@ __global__ void __launch_bounds__(kThreads, 1)
                 wgmma_m64n256k16<T, 1>(o, desc(desc_p + ks * 2), desc(dvs + ks * 128), 1);
             wgmma_commit();
         };
+        // The same with P from registers (pr: exp_store's pairs).
+        auto issue_pv_regs = [&](const uint32_t (&pr)[16], int st) {
+            const uint32_t dvs = desc_v0 + uint32_t(st) * stage_desc;
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < kTileKeys / 16; ++ks) {
+                const uint32_t ak[4] = {pr[ks * 4], pr[ks * 4 + 1], pr[ks * 4 + 2], pr[ks * 4 + 3]};
+                wgmma_m64n256k16_rs<T>(o, ak, desc(dvs + ks * 128), 1);
+            }
+            wgmma_commit();
+        };
         auto rescale_o = [&](const float (&al)[2]) {
             if (__any_sync(0xffffffffu, al[0] != 1.f || al[1] != 1.f)) {
 #pragma unroll
@@ -354,8 +368,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                     m[i] = mn[i];
                 }
             };
-            // P = 2^(s - mu) as T into the 64 x 64 tile at p_addr; rs = this thread's row sums.
-            auto exp_store = [&](uint32_t p_addr, const float (&mu)[2], float (&rs)[2]) {
+            // P = 2^(s - mu) as T into the 64 x 64 tile at p_addr; rs = this thread's row sums;
+            // pr = the same pairs as the register A operand of P V (k-step ks: n8 groups 2 ks
+            // and 2 ks + 1, rows row0 / row1).
+            auto exp_store = [&](uint32_t p_addr, const float (&mu)[2], float (&rs)[2],
+                                 uint32_t (&pr)[16]) {
                 rs[0] = rs[1] = 0.f;
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt) {
@@ -367,8 +384,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                     rs[1] += p2 + p3;
                     const uint32_t a0 = p_addr + swz128(row0, nt, kBlockRows) + q4 * 4;
                     const uint32_t a1 = p_addr + swz128(row1, nt, kBlockRows) + q4 * 4;
-                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a0), "r"(ptx::pack2<T>(p0, p1)));
-                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a1), "r"(ptx::pack2<T>(p2, p3)));
+                    pr[(nt >> 1) * 4 + (nt & 1) * 2 + 0] = ptx::pack2<T>(p0, p1);
+                    pr[(nt >> 1) * 4 + (nt & 1) * 2 + 1] = ptx::pack2<T>(p2, p3);
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a0), "r"(pr[(nt >> 1) * 4 + (nt & 1) * 2]));
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a1),
+                                 "r"(pr[(nt >> 1) * 4 + (nt & 1) * 2 + 1]));
                 }
             };
             // Keys past min_lim are hidden from some rows by the causal mask: zero the
@@ -398,10 +418,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                     wgmma_wait<0>();
                     fence_regs(s);
                     float mx[2], mu[2], al[2], rs[2];
+                    uint32_t pr[16];
                     scale_mask(ta, mx);
                     const float mn[2] = {fmaxf(m[0], mx[0]), fmaxf(m[1], mx[1])};
                     advance_max(mn, mu, al);
-                    exp_store(base + uint32_t(L.pa), mu, rs);
+                    exp_store(base + uint32_t(L.pa), mu, rs, pr);
 #pragma unroll
                     for (int i = 0; i < 2; ++i) l[i] = l[i] * al[i] + rs[i];
                     if (q4 == 0) {
@@ -411,9 +432,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                     if (zero_a) zero_hidden(ta, 0);
                     fence_proxy_async();  // P stores -> wgmma operand reads
                     bar_arrive(1, kThreads);
-                    ptx::named_barrier(3, 128);
+                    // p_regs: the own P_a from registers; the warpgroup's barrier only orders
+                    // zero_hidden's writes before the product.
+                    if (!p_regs || zero_a) ptx::named_barrier(3, 128);
                     rescale_o(al);
-                    issue_pv(desc_pa, 0);
+                    if (p_regs)
+                        issue_pv_regs(pr, 0);
+                    else
+                        issue_pv(desc_pa, 0);
                     wgmma_wait<0>();  // P_a V_a: stage 0's part 0 is free: refill it now
                     fence_regs(o);
                     if (ta + 2 < t1) load_tile(0, ta + 2, off_a, true);
@@ -464,8 +490,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                     if (has_b) {
                         const float mn[2] = {fmaxf(m[0], mx[0]), fmaxf(m[1], mx[1])};
                         float al2[2], rs[2];
+                        uint32_t pr[16];
                         advance_max(mn, mu, al2);
-                        exp_store(base + uint32_t(L.pb), mu, rs);
+                        exp_store(base + uint32_t(L.pb), mu, rs, pr);
 #pragma unroll
                         for (int i = 0; i < 2; ++i) l[i] = l[i] * al2[i] + rs[i];
                         if (q4 == 0) {
@@ -622,7 +649,11 @@ mla_status launch_dqk(const DecodeArgs &a, cudaStream_t stream, const char *op) 
     CUtensorMap map;
     std::memset(&map, 0, sizeof(map));
     const int use_tma = cache_tensor_map<T>(a, &map) ? 1 : 0;
-    decode_wgmma_kernel<T, DQK><<<grid, kThreads, size_t(smem), stream>>>(a, map, use_tma);
+    static const int p_regs = [] {
+        const char *env = std::getenv("MLA4J_SM90_PA_REGS");
+        return env && std::strcmp(env, "0") == 0 ? 0 : 1;
+    }();
+    decode_wgmma_kernel<T, DQK><<<grid, kThreads, size_t(smem), stream>>>(a, map, use_tma, p_regs);
     MLA_CUDA_LAUNCHED("decode_wgmma_kernel launch");
     return MLA_OK;
 }
