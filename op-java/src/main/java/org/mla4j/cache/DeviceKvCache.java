@@ -139,11 +139,22 @@ public final class DeviceKvCache implements KvCache {
         long sQ = q.size(1), hQ = q.size(2);
         INDArray out = Nd4j.createUninitialized(q.dataType(), b, sQ, hQ, dV);
         INDArray lse = Nd4j.createUninitialized(DataType.FLOAT, b, hQ, sQ);
+        decodeInto(q, dV, causal, softmaxScale, sink, outPositions, rope, out, lse);
+        return new INDArray[] {out, lse};
+    }
+
+    /**
+     * Dense decode into arrays the caller keeps between steps ({@code out [b, s_q, h_q, dV]} of
+     * q's type, {@code lse FLOAT [b, h_q, s_q]}, host arrays): a decode loop that reuses them
+     * saves allocating fresh output memory each step, which on a large batch costs more than
+     * the copies (docs/perf.md).
+     */
+    public void decodeInto(INDArray q, int dV, boolean causal, double softmaxScale, INDArray sink,
+                           INDArray outPositions, RopeConfig rope, INDArray out, INDArray lse) {
         try (DeviceCall call = DeviceCall.open(device)) {
             decodeInto(call, q, dV, causal, softmaxScale, sink, outPositions, rope, out, lse);
             call.finish();
         }
-        return new INDArray[] {out, lse};
     }
 
     /**

@@ -19,8 +19,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *
  * <p>The device memory comes from a staging area kept per thread and device, grown when a call
  * needs more and reused by the next call, with the thread's own stream: a decode step costs
- * copies of its small tensors, not allocations. Copies go through page-locked host memory
- * (ND4J's arrays are pageable, which the driver would copy at a fraction of the bus speed).
+ * copies of its small tensors, not allocations. Copies run straight from and to the arrays'
+ * (pageable) memory: on the H200 host that measured 11.7 GB/s, faster than bouncing through
+ * page-locked memory (8.0 GB/s with the extra host copy).
  */
 public final class DeviceCall implements Operands, AutoCloseable {
     private static final long ALIGN = 256;
@@ -112,16 +113,12 @@ public final class DeviceCall implements Operands, AutoCloseable {
 
     /** Copies the outputs back to their host arrays and waits for the call to finish. */
     public void finish() {
-        List<Pointer> landed = new ArrayList<>(downloads.size());
         for (Object[] d : downloads) {
-            long n = bytes((INDArray) d[0]);
-            landed.add(n > 0 ? staging.copyOut((Pointer) d[1], n) : null);
+            INDArray a = (INDArray) d[0];
+            long n = bytes(a);
+            if (n > 0) staging.copyOut(NativeLib.ptr(a), (Pointer) d[1], n);
         }
         staging.stream.synchronize();
-        for (int i = 0; i < downloads.size(); i++) {
-            INDArray a = (INDArray) downloads.get(i)[0];
-            if (landed.get(i) != null) Pointer.memcpy(NativeLib.ptr(a), landed.get(i), bytes(a));
-        }
         finished = true;
     }
 
@@ -142,48 +139,40 @@ public final class DeviceCall implements Operands, AutoCloseable {
         return a.length() * a.dataType().width();
     }
 
-    /** A thread's device memory, page-locked host memory and stream for one device. */
+    /** A thread's device memory and stream for one device. */
     private static final class Staging {
         final int device;
         final CudaStream stream;
         final Area deviceArea;
-        final Area hostArea;   // page-locked: the copies' bounce buffers
 
         Staging(int device) {
             this.device = device;
             this.stream = new CudaStream(device);
             this.deviceArea = new Area(n -> DeviceBuffer.allocate(device, n));
-            this.hostArea = new Area(PinnedBuffer::allocate);
         }
 
         void begin() {
             deviceArea.begin();
-            hostArea.begin();
         }
 
         Pointer take(long n) {
             return deviceArea.take(n);
         }
 
-        /** Host array -> page-locked copy -> device, ordered on the stream. */
+        /** Host array -> device, ordered on the stream. */
         void copyIn(Pointer dst, Pointer src, long n) {
-            Pointer pinned = hostArea.take(n);
-            Pointer.memcpy(pinned, src, n);
-            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(dst, pinned, n,
+            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(dst, src, n,
                     org.mla4j.nativelib.MlaLib.MLA_COPY_HOST_TO_DEVICE, stream.handle()));
         }
 
-        /** Device -> page-locked memory, ordered on the stream; returns where the bytes land. */
-        Pointer copyOut(Pointer src, long n) {
-            Pointer pinned = hostArea.take(n);
-            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(pinned, src, n,
+        /** Device -> host array, ordered on the stream. */
+        void copyOut(Pointer dst, Pointer src, long n) {
+            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(dst, src, n,
                     org.mla4j.nativelib.MlaLib.MLA_COPY_DEVICE_TO_HOST, stream.handle()));
-            return pinned;
         }
 
         void end() {
             deviceArea.end();
-            hostArea.end();
         }
     }
 

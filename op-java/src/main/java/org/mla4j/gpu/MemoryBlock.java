@@ -2,7 +2,7 @@ package org.mla4j.gpu;
 
 import org.bytedeco.javacpp.Pointer;
 
-/** A block of native memory (device or page-locked host) handed out by address. */
+/** A block of native memory handed out by address. */
 interface MemoryBlock extends AutoCloseable {
     long bytes();
 

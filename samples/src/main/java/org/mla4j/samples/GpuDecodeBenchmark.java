@@ -38,9 +38,10 @@ public final class GpuDecodeBenchmark {
         System.out.println("Dense decode step from Java vs kernel only: " + Gpu.describe(0));
         System.out.println("s_q 1, h_q 128, d 576/512, bf16 q, block 64, causal; medians. kernel: CUDA events over"
                 + " back-to-back launches; resident step: one Java call with q / out / lse already on the device,"
-                + " waited for; host step: cache.decode(q) from ND4J host arrays (q in, out and lse back)");
-        System.out.printf("%-7s %-4s %6s | %9s %8s %6s | %11s %8s | %9s %8s %8s%n", "cache", "b", "s_k",
-                "kernel us", "TFLOP/s", "of 790", "resident us", "+Java us", "host us", "+us", "MB moved");
+                + " waited for; host step: cache.decodeInto(q, ..., out, lse) from ND4J host arrays kept between"
+                + " steps (q in, out and lse back); fresh: cache.decode(q) allocating out and lse each step");
+        System.out.printf("%-7s %-4s %6s | %9s %8s %6s | %11s %8s | %9s %8s %8s | %9s%n", "cache", "b", "s_k",
+                "kernel us", "TFLOP/s", "of 790", "resident us", "+Java us", "host us", "+us", "MB moved", "fresh us");
         List<int[]> shapes = new ArrayList<>();
         shapes.add(new int[] {128, 8192});
         if (!quick) {
@@ -68,19 +69,26 @@ public final class GpuDecodeBenchmark {
             for (int t = 0; t < sK; t += chunk) cache.append(rows);
             INDArray q = Nd4j.randn(DataType.FLOAT, b, 1, hQ, dQk).castTo(DataType.BFLOAT16);
 
-            // Java step: host arrays in and out.
+            // Java step: host arrays in and out (kept between steps, as a decode loop would).
+            INDArray out = Nd4j.createUninitialized(DataType.BFLOAT16, b, 1, hQ, dV);
+            INDArray lse = Nd4j.createUninitialized(DataType.FLOAT, b, hQ, 1);
             int warm = 3, reps = b >= 128 ? 20 : 50;
-            for (int i = 0; i < warm; i++) cache.decode(q, dV, true, scale);
+            for (int i = 0; i < warm; i++) cache.decodeInto(q, dV, true, scale, null, null, null, out, lse);
             double[] step = new double[reps];
             for (int i = 0; i < reps; i++) {
                 long t0 = System.nanoTime();
-                cache.decode(q, dV, true, scale);
+                cache.decodeInto(q, dV, true, scale, null, null, null, out, lse);
                 step[i] = (System.nanoTime() - t0) / 1e3;
+            }
+            // The same with fresh output arrays each step (cache.decode(q, ...)).
+            double[] fresh = new double[Math.min(reps, 10)];
+            for (int i = 0; i < fresh.length; i++) {
+                long t0 = System.nanoTime();
+                cache.decode(q, dV, true, scale);
+                fresh[i] = (System.nanoTime() - t0) / 1e3;
             }
 
             // Kernel only: q, out and lse already on the device.
-            INDArray out = Nd4j.createUninitialized(DataType.BFLOAT16, b, 1, hQ, dV);
-            INDArray lse = Nd4j.createUninitialized(DataType.FLOAT, b, hQ, 1);
             double[] kernel = new double[5];
             double[] resident = new double[reps];
             try (DeviceBuffer dq = DeviceBuffer.allocate(0, q.length() * 2);
@@ -109,19 +117,19 @@ public final class GpuDecodeBenchmark {
                     resident[i] = (System.nanoTime() - t0) / 1e3;
                 }
             }
-            double k = median(kernel), st = median(step), res = median(resident);
+            double k = median(kernel), st = median(step), res = median(resident), fr = median(fresh);
             double flop = 2.0 * hQ * b * (double) sK * (dQk + dV);
             double copied = (q.length() + out.length()) * 2.0 + lse.length() * 4.0;
-            System.out.printf("%-7s %-4d %6d | %9.1f %8.1f %5.1f%% | %11.1f %8.1f | %9.1f %8.1f %8.2f%n",
+            System.out.printf("%-7s %-4d %6d | %9.1f %8.1f %5.1f%% | %11.1f %8.1f | %9.1f %8.1f %8.2f | %9.1f%n",
                     layout.isFp8() ? "fp8 v32" : "bf16", b, sK, k, flop / k / 1e6, 100 * flop / k / 1e6 / PEAK_TFLOPS,
-                    res, res - k, st, st - k, copied / 1e6);
+                    res, res - k, st, st - k, copied / 1e6, fr);
         }
     }
 
     /**
      * Where a host step's time goes: copying an ND4J array of q's size (b 128) to the device and
-     * one of out's size back, directly from pageable memory and through the page-locked
-     * staging that DeviceCall uses, and allocating the output arrays.
+     * one of out's size back, with plain copies into device buffers and through DeviceCall (its
+     * staging area, as a decode step does), and allocating fresh output arrays.
      */
     private static void copyRates(int repeats) {
         long qElems = 128L * 128 * 576, outElems = 128L * 128 * 512;
@@ -154,8 +162,8 @@ public final class GpuDecodeBenchmark {
             }
         }
         double mb = (qElems + outElems) * 2 / 1e6;
-        System.out.printf("copies of q in + out back (b 128, %.1f MB): pageable direct %.0f us (%.1f GB/s), "
-                + "page-locked staging %.0f us (%.1f GB/s); new out + lse arrays %.0f us%n%n", mb, median(direct),
+        System.out.printf("copies of q in + out back (b 128, %.1f MB): plain copies %.0f us (%.1f GB/s), "
+                + "through DeviceCall %.0f us (%.1f GB/s); new out + lse arrays %.0f us%n%n", mb, median(direct),
                 mb / median(direct) * 1e3, median(staged), mb / median(staged) * 1e3, median(alloc));
     }
 
