@@ -1,7 +1,6 @@
 package org.mla4j;
 
 import java.lang.reflect.Field;
-import org.mla4j.exec.MlaCpuExecutioner;
 import org.mla4j.exec.MlaExecutioner;
 import org.mla4j.exec.NativeLib;
 import org.mla4j.gpu.Placement;
@@ -20,12 +19,18 @@ import org.nd4j.linalg.factory.Nd4j;
  * }</pre>
  *
  * <p>ND4J 1.0.0-M2.1 sends every custom op to its own native library by hash and has no hook
- * for foreign ops. install() therefore (1) makes ND4J use {@link MlaCpuExecutioner}, an
+ * for foreign ops. install() therefore (1) makes ND4J use {@link org.mla4j.exec.MlaCpuExecutioner}, an
  * executioner that runs mla4j ops itself and passes every other op to ND4J unchanged, and (2)
  * registers each mla4j op by name, so SameDiff can rebuild it when it copies a graph for
  * gradients or loads one from disk. Calling it more than once is harmless.
  */
 public final class Mla4j {
+    /**
+     * The executioners by name: each extends its backend's executioner, so naming the other
+     * backend's class must not load it (an application on ND4J's CUDA backend leaves nd4j-native
+     * out of its class path).
+     */
+    static final String CPU_EXECUTIONER = "org.mla4j.exec.MlaCpuExecutioner";
     /** The executioner for ND4J's CUDA backend, in the module org.mla4j:mla4j-cuda. */
     static final String CUDA_EXECUTIONER = "org.mla4j.cuda.MlaCudaExecutioner";
     private static volatile boolean installed;
@@ -38,7 +43,7 @@ public final class Mla4j {
         NativeLib.load();
         OpRegistry.registerAll();
         String backend = currentBackendClassName();
-        String executioner = MlaCpuExecutioner.class.getName();
+        String executioner = CPU_EXECUTIONER;
         if (backend != null && backend.contains(".jcublas.")) {
             executioner = CUDA_EXECUTIONER;
         } else if (backend != null && !backend.contains(".cpu.")) {
