@@ -51,7 +51,7 @@ public final class DeviceKvCache implements KvCache {
                           int maxBatch, int maxBlocksPerSeq) {
         Gpu.requireDevice("DeviceKvCache", device);
         if (dQk <= 0) throw new MlaException("DeviceKvCache: dQk must be > 0, got " + dQk);
-        if (!layout.isFp8() && NativeLib.dtype(plainType) < 0 || plainType != null && !plainType.isFPType()) {
+        if (!layout.isFp8() && (plainType == null || !plainType.isFPType() || NativeLib.dtype(plainType) < 0)) {
             throw new MlaException("DeviceKvCache: a PLAIN cache holds FLOAT, DOUBLE, HALF or BFLOAT16 rows, got " + plainType);
         }
         this.pool = new BlockPool("DeviceKvCache", blockSize, numBlocks, maxBatch, maxBlocksPerSeq);
