@@ -112,7 +112,7 @@ __device__ __forceinline__ uint32_t swz128(int r, int c, int rows) {
 template <typename T, int DQK>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_wgmma_kernel(const __grid_constant__ DecodeArgs a, const __grid_constant__ CUtensorMap tmap,
-                        int use_tma, int p_regs, int early_b) {
+                        int use_tma, int p_regs) {
 #ifdef MLA_SM90_WGMMA
     static_assert(DQK % 64 == 0 && DQK >= kHeadDimV && DQK <= kMaxHeadDimQK, "d_qk");
     static_assert(kWarpgroups == 2 && kColsPerWarpgroup == 256, "two warpgroups, O halves");
@@ -467,29 +467,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                     }
                 } else {
                     float mx[2] = {-INFINITY, -INFINITY};
-                    // early_b: the exponentials of b from this warpgroup's own maximum
-                    // mb = max(m, rowmax S_b), before m_a is known (mub: its offset).
-                    float mb[2] = {-INFINITY, -INFINITY}, mub[2] = {0.f, 0.f}, rsb[2] = {0.f, 0.f};
                     if (has_b) {
                         issue_s(1);
                         wgmma_wait<0>();
                         fence_regs(s);
                         scale_mask(tb, mx);
-                        if (early_b) {
-#pragma unroll
-                            for (int i = 0; i < 2; ++i) {
-                                mb[i] = fmaxf(m[i], mx[i]);
-                                mub[i] = mb[i] == -INFINITY ? 0.f : mb[i];
-                            }
-#pragma unroll
-                            for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-                                for (int e = 0; e < 4; ++e) {
-                                    const float p = ex2_ftz(s[nt * 4 + e] - mub[e >> 1]);
-                                    s[nt * 4 + e] = p;
-                                    rsb[e >> 1] += p;
-                                }
-                        }
                     }
                     ptx::named_barrier(1, kThreads);
                     float mu[2], al[2];
@@ -510,35 +492,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                         float al2[2], rs[2];
                         uint32_t pr[16];
                         advance_max(mn, mu, al2);
-                        if (early_b) {
-                            // P_b to the final maximum: 2^(mb - mu) <= 1 (m_a >= the m that mb
-                            // started from); rows with no visible key in b have P_b = 0.
-                            float fb[2];
-#pragma unroll
-                            for (int i = 0; i < 2; ++i) {
-                                fb[i] = mb[i] == -INFINITY ? 1.f : ex2_ftz(mub[i] - mu[i]);
-                                rs[i] = rsb[i] * fb[i];
-                            }
-                            const bool moved = __any_sync(0xffffffffu, fb[0] != 1.f || fb[1] != 1.f);
-#pragma unroll
-                            for (int nt = 0; nt < 8; ++nt) {
-                                float p0 = s[nt * 4 + 0], p1 = s[nt * 4 + 1];
-                                float p2 = s[nt * 4 + 2], p3 = s[nt * 4 + 3];
-                                if (moved) {
-                                    p0 *= fb[0];
-                                    p1 *= fb[0];
-                                    p2 *= fb[1];
-                                    p3 *= fb[1];
-                                }
-                                const uint32_t pb = base + uint32_t(L.pb);
-                                const uint32_t a0 = pb + swz128(row0, nt, kBlockRows) + q4 * 4;
-                                const uint32_t a1 = pb + swz128(row1, nt, kBlockRows) + q4 * 4;
-                                asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a0), "r"(ptx::pack2<T>(p0, p1)));
-                                asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a1), "r"(ptx::pack2<T>(p2, p3)));
-                            }
-                        } else {
-                            exp_store(base + uint32_t(L.pb), mu, rs, pr);
-                        }
+                        exp_store(base + uint32_t(L.pb), mu, rs, pr);
 #pragma unroll
                         for (int i = 0; i < 2; ++i) l[i] = l[i] * al2[i] + rs[i];
                         if (q4 == 0) {
@@ -699,11 +653,7 @@ mla_status launch_dqk(const DecodeArgs &a, cudaStream_t stream, const char *op) 
         const char *env = std::getenv("MLA4J_SM90_PA_REGS");
         return env && std::strcmp(env, "0") == 0 ? 0 : 1;
     }();
-    static const int early_b = [] {
-        const char *env = std::getenv("MLA4J_SM90_EARLY_B");
-        return env && std::strcmp(env, "0") == 0 ? 0 : 1;
-    }();
-    decode_wgmma_kernel<T, DQK><<<grid, kThreads, size_t(smem), stream>>>(a, map, use_tma, p_regs, early_b);
+    decode_wgmma_kernel<T, DQK><<<grid, kThreads, size_t(smem), stream>>>(a, map, use_tma, p_regs);
     MLA_CUDA_LAUNCHED("decode_wgmma_kernel launch");
     return MLA_OK;
 }
