@@ -139,7 +139,10 @@ public final class DeviceKvCache implements KvCache {
         long sQ = q.size(1), hQ = q.size(2);
         INDArray out = Nd4j.createUninitialized(q.dataType(), b, sQ, hQ, dV);
         INDArray lse = Nd4j.createUninitialized(DataType.FLOAT, b, hQ, sQ);
-        decodeInto(q, dV, causal, softmaxScale, sink, outPositions, rope, out, lse);
+        try (DeviceCall call = DeviceCall.open(device)) {
+            queueDecode(call, q, dV, causal, softmaxScale, sink, outPositions, rope, out, lse);
+            call.finish();
+        }
         return new INDArray[] {out, lse};
     }
 
@@ -178,13 +181,19 @@ public final class DeviceKvCache implements KvCache {
             throw new MlaException("DeviceKvCache.decode: the call runs on device " + call.device()
                     + " but the cache lives on device " + device);
         }
+        queueDecode(call, q, dV, causal, softmaxScale, sink, outPositions, rope, out, lse);
+    }
+
+    /** Queues dense decode on the call; the arguments are checked. */
+    private void queueDecode(DeviceCall call, INDArray q, int dV, boolean causal, double softmaxScale, INDArray sink,
+                             INDArray outPositions, RopeConfig rope, INDArray out, INDArray lse) {
+        int b = (int) q.size(0);
         uploadTableChanges(call.cudaStream());
         INDArray t = pool.tableRows(b), l = pool.lengthRows(b);
         call.bind(t, table.at(0)).bind(l, lengths.at(0));
         DenseDecode.launch(call, contiguous(q), this::describe, t, l, contiguous(sink), contiguous(outPositions),
                 out, lse, dV, causal, softmaxScale, rope == null ? RopeConfig.none() : rope);
     }
-
 
     private void checkDecode(INDArray q, int dV, INDArray sink, INDArray outPositions) {
         requireOpen();

@@ -10,7 +10,7 @@ import org.mla4j.nativelib.MlaLib;
  * {@link #close()}. Its pointers are device addresses, for the native library only; Java never
  * dereferences them.
  */
-public final class DeviceBuffer implements MemoryBlock {
+public final class DeviceBuffer implements AutoCloseable {
     private final int device;
     private final long bytes;
     private Pointer base;
@@ -33,11 +33,9 @@ public final class DeviceBuffer implements MemoryBlock {
 
     public int device() { return device; }
 
-    @Override
     public long bytes() { return bytes; }
 
     /** The device address {@code offset} bytes in, as a pointer to hand to the library. */
-    @Override
     public Pointer at(long offset) {
         requireOpen();
         if (offset < 0 || offset > bytes) {

@@ -5,10 +5,10 @@ import java.util.HashMap;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.function.LongFunction;
 import org.bytedeco.javacpp.Pointer;
 import org.mla4j.exec.NativeLib;
 import org.mla4j.exec.Operands;
+import org.mla4j.nativelib.MlaLib;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
@@ -29,10 +29,13 @@ public final class DeviceCall implements Operands, AutoCloseable {
 
     private final Staging staging;
     private final Map<INDArray, Pointer> bound = new IdentityHashMap<>();
-    private final List<Object[]> downloads = new ArrayList<>(); // {host array, device pointer}
+    private final List<Download> downloads = new ArrayList<>();
     private boolean finished;
     private Pointer workspace;
     private long workspaceBytes;
+
+    /** An output to copy back: its host array and its device memory. */
+    private record Download(INDArray host, Pointer device) {}
 
     private DeviceCall(Staging staging) {
         this.staging = staging;
@@ -73,7 +76,7 @@ public final class DeviceCall implements Operands, AutoCloseable {
         if (p != null) return p;
         long n = bytes(a);
         Pointer d = staging.take(n);
-        if (n > 0) staging.copyIn(d, NativeLib.ptr(a), n);
+        if (n > 0) staging.copy(d, NativeLib.ptr(a), n, MlaLib.MLA_COPY_HOST_TO_DEVICE);
         return d;
     }
 
@@ -83,7 +86,7 @@ public final class DeviceCall implements Operands, AutoCloseable {
         Pointer p = bound.get(a);
         if (p != null) return p;
         Pointer d = staging.take(bytes(a));
-        downloads.add(new Object[] {a, d});
+        downloads.add(new Download(a, d));
         return d;
     }
 
@@ -93,7 +96,7 @@ public final class DeviceCall implements Operands, AutoCloseable {
         Pointer p = bound.get(a);
         if (p != null) return p;
         Pointer d = in(a);
-        downloads.add(new Object[] {a, d});
+        downloads.add(new Download(a, d));
         return d;
     }
 
@@ -113,10 +116,9 @@ public final class DeviceCall implements Operands, AutoCloseable {
 
     /** Copies the outputs back to their host arrays and waits for the call to finish. */
     public void finish() {
-        for (Object[] d : downloads) {
-            INDArray a = (INDArray) d[0];
-            long n = bytes(a);
-            if (n > 0) staging.copyOut(NativeLib.ptr(a), (Pointer) d[1], n);
+        for (Download d : downloads) {
+            long n = bytes(d.host());
+            if (n > 0) staging.copy(NativeLib.ptr(d.host()), d.device(), n, MlaLib.MLA_COPY_DEVICE_TO_HOST);
         }
         staging.stream.synchronize();
         finished = true;
@@ -139,56 +141,22 @@ public final class DeviceCall implements Operands, AutoCloseable {
         return a.length() * a.dataType().width();
     }
 
-    /** A thread's device memory and stream for one device. */
+    /**
+     * A thread's device memory and stream for one device: bump allocation from one buffer. A
+     * call that overflows it gets buffers of its own, and the next call one buffer of the whole
+     * call's size.
+     */
     private static final class Staging {
         final int device;
         final CudaStream stream;
-        final Area deviceArea;
+        final List<DeviceBuffer> extra = new ArrayList<>();
+        DeviceBuffer buffer;
+        long used;
+        long peak;
 
         Staging(int device) {
             this.device = device;
             this.stream = new CudaStream(device);
-            this.deviceArea = new Area(n -> DeviceBuffer.allocate(device, n));
-        }
-
-        void begin() {
-            deviceArea.begin();
-        }
-
-        Pointer take(long n) {
-            return deviceArea.take(n);
-        }
-
-        /** Host array -> device, ordered on the stream. */
-        void copyIn(Pointer dst, Pointer src, long n) {
-            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(dst, src, n,
-                    org.mla4j.nativelib.MlaLib.MLA_COPY_HOST_TO_DEVICE, stream.handle()));
-        }
-
-        /** Device -> host array, ordered on the stream. */
-        void copyOut(Pointer dst, Pointer src, long n) {
-            NativeLib.check(org.mla4j.nativelib.MlaLib.mla_cuda_memcpy_async(dst, src, n,
-                    org.mla4j.nativelib.MlaLib.MLA_COPY_DEVICE_TO_HOST, stream.handle()));
-        }
-
-        void end() {
-            deviceArea.end();
-        }
-    }
-
-    /**
-     * Bump allocation from one block. A call that overflows it gets blocks of their own, and
-     * the next call one block of the whole call's size.
-     */
-    private static final class Area {
-        final LongFunction<MemoryBlock> allocate;
-        final List<MemoryBlock> extra = new ArrayList<>();
-        MemoryBlock block;
-        long used;
-        long peak;
-
-        Area(LongFunction<MemoryBlock> allocate) {
-            this.allocate = allocate;
         }
 
         void begin() {
@@ -199,22 +167,27 @@ public final class DeviceCall implements Operands, AutoCloseable {
         Pointer take(long n) {
             long size = Math.max(ALIGN, (n + ALIGN - 1) / ALIGN * ALIGN);
             peak += size;
-            if (block != null && used + size <= block.bytes()) {
-                Pointer p = block.at(used);
+            if (buffer != null && used + size <= buffer.bytes()) {
+                Pointer p = buffer.at(used);
                 used += size;
                 return p;
             }
-            MemoryBlock b = allocate.apply(size);
+            DeviceBuffer b = DeviceBuffer.allocate(device, size);
             extra.add(b);
             return b.at(0);
         }
 
+        /** Copies n bytes in the given direction, ordered on the stream. */
+        void copy(Pointer dst, Pointer src, long n, int kind) {
+            NativeLib.check(MlaLib.mla_cuda_memcpy_async(dst, src, n, kind, stream.handle()));
+        }
+
         void end() {
             if (extra.isEmpty()) return;
-            for (MemoryBlock b : extra) b.close();
+            for (DeviceBuffer b : extra) b.close();
             extra.clear();
-            if (block != null) block.close();
-            block = allocate.apply(Math.max(peak, 1 << 20));
+            if (buffer != null) buffer.close();
+            buffer = DeviceBuffer.allocate(device, Math.max(peak, 1 << 20));
         }
     }
 }
