@@ -79,7 +79,9 @@ int main(int argc, char **argv) {
     int64_t only_b = 0, only_sk = 0;
     int sets_override = 0;
     int kind = MLA_CACHE_PLAIN;
+    const char *force = nullptr;  // --impl NAME: exec.implementation (the plan query's names)
     for (int i = 1; i < argc; ++i) {
+        if (!std::strcmp(argv[i], "--impl") && i + 1 < argc) force = argv[++i];
         if (!std::strcmp(argv[i], "--runs") && i + 1 < argc) runs = std::atoi(argv[++i]);
         if (!std::strcmp(argv[i], "--quick")) quick = true;
         if (!std::strcmp(argv[i], "--b") && i + 1 < argc) only_b = std::atoll(argv[++i]);
@@ -232,6 +234,7 @@ int main(int argc, char **argv) {
         p.lse = static_cast<float *>(lse);
         p.exec.device = 0;
         p.exec.stream = stream;
+        p.exec.implementation = force;
         const int64_t ws_bytes = mla_dense_decode_workspace_size(&p);
         if (ws_bytes < 0) {
             std::fprintf(stderr, "workspace query failed: %s\n", mla_last_error());

@@ -60,8 +60,8 @@ step "bench: mla4j"
 "$bench" $quick | tee "$build/bench_mla4j.txt" || status=1
 
 step "bench: other paths and shapes (not in the table below)"
-echo "-- sm80 mma.sync kernel on this device (MLA4J_DENSE_DECODE_KERNEL=mma):"
-MLA4J_DENSE_DECODE_KERNEL=mma "$bench" --quick --runs 10 | grep -v RESULT | tail -n 2 || status=1
+echo "-- sm80 mma.sync kernel on this device (--impl sm80_mma):"
+"$bench" --quick --runs 10 --impl sm80_mma | grep -v RESULT | tail -n 2 || status=1
 echo "-- FP8 caches (sm80 kernel, key tiles dequantised to bf16 in shared memory):"
 for c in v32 model1; do
     "$bench" --quick --runs 10 --cache $c | grep -v RESULT | tail -n 3 || status=1

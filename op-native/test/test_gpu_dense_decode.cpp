@@ -596,14 +596,20 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
         for (int64_t c = 0; c < d_v; ++c) inside[size_t(out_index[size_t(r)] + c)] = 1;
     const double tol = cs.dtype == MLA_BFLOAT16 || cs.dtype == MLA_FLOAT16 ? 1e-2 : 1e-3;
 
-    // The library's choice, then the choice capped at the sm80 mma kernel and at the CUDA-core
-    // kernel (MLA4J_DENSE_DECODE_KERNEL), so every kernel meets every case on one device.
-    for (const char *cap : {"", "mma", "simple"}) {
-        const std::string name = cs.name + " [" + (*cap ? cap : "auto") + "]";
-        if (*cap)
-            setenv("MLA4J_DENSE_DECODE_KERNEL", cap, 1);
-        else
-            unsetenv("MLA4J_DENSE_DECODE_KERNEL");
+    // The library's choice, then each implementation by name (exec.implementation) where its
+    // plan accepts the case, so every kernel meets every case it takes on one device.
+    for (const char *impl : {"", "sm90_wgmma", "sm80_mma", "cuda_core"}) {
+        g.exec.implementation = impl;
+        mla_plan_info plan;
+        st = mla_dense_decode_plan(&g, &plan);
+        if (!ok_or_report(st, (cs.name + ": plan").c_str())) continue;
+        if (*impl && !plan.implementation[0]) continue;  // this implementation refuses the case
+        const std::string name = cs.name + " [" + plan.implementation + (*impl ? "" : ", auto") + "]";
+        if (plan.workspace_bytes > ws) {
+            check(false, "%s: plan workspace %lld exceeds the query's %lld", name.c_str(),
+                  (long long)plan.workspace_bytes, (long long)ws);
+            continue;
+        }
         Timer tgpu;
         // Poison: every byte 0xff (NaN in each float type), the workspace too.
         if (!ok_or_report(mla_cuda_memset(dout.ptr, 0xff, dout.bytes), "memset out") ||
@@ -611,7 +617,6 @@ void run_case(const Case &cs, uint64_t seed, void *stream) {
             (ws > 0 && !ok_or_report(mla_cuda_memset(dws.ptr, 0xff, ws), "memset workspace")))
             return;
         st = mla_dense_decode(&g);
-        unsetenv("MLA4J_DENSE_DECODE_KERNEL");
         if (!ok_or_report(st, (name + ": GPU mla_dense_decode").c_str())) continue;
         if (!ok_or_report(mla_cuda_stream_synchronize(stream), (name + ": stream sync").c_str()))
             return;
@@ -1009,13 +1014,40 @@ void test_refusals(void *stream) {
     st = mla_dense_decode(&p);
     check(st == MLA_ERR_INVALID_ARGUMENT, "q in plain host memory: expected "
            "MLA_ERR_INVALID_ARGUMENT, got %d (%s)", st, mla_last_error());
+
+    // A named implementation that refuses the call, and a name that is none: the call fails
+    // with MLA_ERR_UNSUPPORTED and says why; the plan query reports the refusal.
+    p.q = dq.ptr;
+    p.dtype = MLA_FLOAT32;
+    p.cache.dtype = MLA_FLOAT32;
+    p.exec.implementation = "sm80_mma";
+    mla_plan_info info;
+    st = mla_dense_decode_plan(&p, &info);
+    check(st == MLA_OK && !info.implementation[0] && std::strstr(info.refusals, "sm80_mma: q is float32"),
+          "plan of a float32 call forced to sm80_mma: expected a refusal naming float32, got %d, "
+          "\"%s\", \"%s\"", st, info.implementation, info.refusals);
+    st = mla_dense_decode(&p);
+    check(st == MLA_ERR_UNSUPPORTED && std::strstr(mla_last_error(), "float32"),
+          "float32 call forced to sm80_mma: expected MLA_ERR_UNSUPPORTED, got %d (%s)", st,
+          mla_last_error());
+    p.exec.implementation = "no_such_kernel";
+    st = mla_dense_decode(&p);
+    check(st == MLA_ERR_UNSUPPORTED && std::strstr(mla_last_error(), "cuda_core"),
+          "unknown implementation name: expected MLA_ERR_UNSUPPORTED listing the names, got %d (%s)",
+          st, mla_last_error());
+    p.exec.implementation = nullptr;
+    st = mla_dense_decode_plan(&p, &info);
+    check(st == MLA_OK && std::strcmp(info.implementation, "cuda_core") == 0 &&
+              std::strstr(info.refusals, "sm80_mma") != nullptr,
+          "plan of a float32 call: expected cuda_core after the tensor-core refusals, got \"%s\" "
+          "(%s)", info.implementation, info.refusals);
 }
 
 }  // namespace
 
 int main() {
     const std::vector<Case> cases = make_cases();
-    const int n_tests = 3 * int(cases.size()) + 4;  // three kernel caps per case, 4 refusals
+    const int n_tests = int(cases.size()) + 8;  // cases (each through every implementation that takes it), refusals
     if (mla_cuda_device_count() == 0) {
         const char *ref = std::getenv("MLA4J_GPU_TEST_REFERENCE");
         if (ref && std::strcmp(ref, "1") == 0) {

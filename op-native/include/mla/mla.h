@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define MLA_ABI_VERSION 1
+#define MLA_ABI_VERSION 2
 
 /* ---- status, dtypes, devices ------------------------------------------------------------ */
 
@@ -53,6 +53,10 @@ typedef struct mla_exec {
     void *stream;            /* CUDA: cudaStream_t, NULL = the default stream */
     void *workspace;         /* CUDA: caller-provided scratch, see the *_workspace_size queries */
     int64_t workspace_bytes;
+    /* CUDA: NULL or "" lets the library choose; otherwise the name of the implementation to
+     * run (the names a *_plan query reports). A call that implementation refuses fails with
+     * MLA_ERR_UNSUPPORTED and its reason. */
+    const char *implementation;
 } mla_exec;
 
 /* ---- RoPE --------------------------------------------------------------------------------- */
@@ -453,12 +457,30 @@ mla_status mla_cuda_event_synchronize(void *event);
 /* Milliseconds between two recorded events. */
 mla_status mla_cuda_event_elapsed_ms(void *start, void *end, float *ms);
 
-/*
- * Bytes of exec.workspace that mla_dense_decode needs for these params (sizes, dtypes, cache
- * layout and exec.device are read; no pointed-to data). 0 for a CPU call (exec.device < 0) or
- * when no scratch is needed; -1 on an error (the message in mla_last_error()).
+/* ---- GPU plans and workspaces ----------------------------------------------------------------
+ *
+ * A call with exec.device >= 0 is planned once per shape and device: which implementation runs
+ * it (implementations are tried in order of preference, each accepting the call or saying why
+ * not), how it is split, and how much workspace it needs. The plan queries report that choice
+ * without running anything: sizes, dtypes, layouts, options, exec.device and
+ * exec.implementation are read, pointers only for their alignment, never pointed-to data.
+ * The workspace queries return plan.workspace_bytes (0 for a CPU call, or when no scratch is
+ * needed; -1 on an error, the message in mla_last_error()). Both return an error for a call
+ * that the entry point would refuse.
  */
+typedef struct mla_plan_info {
+    char implementation[64];   /* the implementation that runs the call; "" when none */
+    int64_t workspace_bytes;   /* bytes of exec.workspace the call needs */
+    char refusals[2048];       /* one "name: reason" line per implementation that refused */
+} mla_plan_info;
+
+mla_status mla_dense_decode_plan(const mla_dense_decode_params *p, mla_plan_info *info);
+mla_status mla_sparse_decode_plan(const mla_sparse_decode_params *p, mla_plan_info *info);
+mla_status mla_sparse_prefill_fwd_plan(const mla_sparse_prefill_params *p, mla_plan_info *info);
+
 int64_t mla_dense_decode_workspace_size(const mla_dense_decode_params *p);
+int64_t mla_sparse_decode_workspace_size(const mla_sparse_decode_params *p);
+int64_t mla_sparse_prefill_fwd_workspace_size(const mla_sparse_prefill_params *p);
 
 #ifdef __cplusplus
 }

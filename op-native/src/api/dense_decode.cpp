@@ -1,6 +1,8 @@
-// Entry point of dense decode over a paged KV cache (ops.md section 1): argument checks, then
-// the CPU kernel, or the CUDA kernels when exec.device >= 0 and the build has them.
+// Dense decode over a paged KV cache (ops.md section 1): the one check of its arguments, then
+// the CPU kernel, or the GPU (src/cuda/dense_decode.cu) when exec.device >= 0; its plan and
+// workspace queries.
 #include "api/forward_checks.h"
+#include "api/gpu_dispatch.h"
 #include "common/cache.h"
 #include "cpu/kernels.h"
 #ifdef MLA4J_WITH_CUDA
@@ -11,7 +13,39 @@ namespace {
 
 namespace chk = mla::fwd_checks;
 
-// Host data: every sequence fits its block-table row and every block it uses is in the cache.
+// Every check of a call that needs no data. `cache` is the cache as the kernels read it (an
+// empty cache may come without memory: no token of it can be addressed).
+mla_status check(const mla_dense_decode_params &p, const char *op, mla_cache *cache,
+                 mla::CacheLayout *layout) {
+    MLA_TRY(chk::dtype(p.dtype, op));
+    MLA_TRY(chk::size(p.b, op, "b"));
+    MLA_TRY(chk::size(p.s_q, op, "s_q"));
+    MLA_TRY(chk::positive(p.h_q, op, "h_q"));
+    MLA_TRY(chk::head_dims(p.d_qk, p.d_v, op));
+    *cache = p.cache;
+    static const char no_data = 0;
+    if (!cache->data && cache->num_blocks == 0) cache->data = &no_data;
+    MLA_TRY(mla::check_cache(*cache, p.d_qk, 0, op, "cache", layout));
+    const int64_t h_kv = layout->kind == MLA_CACHE_PLAIN ? cache->h_kv : 1;
+    MLA_TRY(chk::heads(p.h_q, h_kv, op));
+    const bool has_rows = p.b > 0 && p.s_q > 0;
+    MLA_TRY(chk::pointer(p.q, has_rows, op, "q"));
+    MLA_TRY(chk::pointer(p.out, has_rows, op, "out"));
+    MLA_TRY(chk::pointer(p.lse, has_rows, op, "lse"));
+    MLA_TRY(chk::pointer(p.cache_seqlens, p.b > 0, op, "cache_seqlens"));
+    MLA_TRY(chk::pointer(p.block_table, p.b > 0 && p.max_blocks_per_seq > 0, op, "block_table"));
+    MLA_TRY(chk::strides(p.q_stride, 3, op, "q_stride"));
+    MLA_TRY(chk::strides(p.out_stride, 3, op, "out_stride"));
+    MLA_TRY(chk::size(p.max_blocks_per_seq, op, "max_blocks_per_seq"));
+    MLA_TRY(chk::size(p.block_table_stride, op, "block_table_stride"));
+    MLA_TRY(chk::scale(p.softmax_scale, op));
+    MLA_TRY(chk::rotation(p.out_rotation, p.d_v, op));
+    MLA_TRY(chk::threads(p.exec, op));
+    return MLA_OK;
+}
+
+// Host data (CPU path): every sequence fits its block-table row and every block it uses is in
+// the cache.
 mla_status check_block_table(const mla_dense_decode_params &p, const char *op) {
     const int64_t capacity = p.max_blocks_per_seq * p.cache.block_size;
     for (int64_t b = 0; b < p.b; ++b) {
@@ -37,45 +71,16 @@ mla_status check_block_table(const mla_dense_decode_params &p, const char *op) {
 extern "C" mla_status mla_dense_decode(const mla_dense_decode_params *p) {
     const char *op = "mla_dense_decode";
     if (!p) return mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
-    MLA_TRY(chk::dtype(p->dtype, op));
-    MLA_TRY(chk::size(p->b, op, "b"));
-    MLA_TRY(chk::size(p->s_q, op, "s_q"));
-    MLA_TRY(chk::positive(p->h_q, op, "h_q"));
-    MLA_TRY(chk::head_dims(p->d_qk, p->d_v, op));
-
-    // An empty cache (no blocks) may come without memory: no token of it can be addressed.
-    mla_cache cache = p->cache;
-    static const char no_data = 0;
-    if (!cache.data && cache.num_blocks == 0) cache.data = &no_data;
+    mla_cache cache;
     mla::CacheLayout layout;
-    MLA_TRY(mla::check_cache(cache, p->d_qk, 0, op, "cache", &layout));
-    const int64_t h_kv = layout.kind == MLA_CACHE_PLAIN ? cache.h_kv : 1;
-    MLA_TRY(chk::heads(p->h_q, h_kv, op));
-
-    const bool has_rows = p->b > 0 && p->s_q > 0;
-    MLA_TRY(chk::pointer(p->q, has_rows, op, "q"));
-    MLA_TRY(chk::pointer(p->out, has_rows, op, "out"));
-    MLA_TRY(chk::pointer(p->lse, has_rows, op, "lse"));
-    MLA_TRY(chk::pointer(p->cache_seqlens, p->b > 0, op, "cache_seqlens"));
-    MLA_TRY(chk::pointer(p->block_table, p->b > 0 && p->max_blocks_per_seq > 0, op,
-                         "block_table"));
-    MLA_TRY(chk::strides(p->q_stride, 3, op, "q_stride"));
-    MLA_TRY(chk::strides(p->out_stride, 3, op, "out_stride"));
-    MLA_TRY(chk::size(p->max_blocks_per_seq, op, "max_blocks_per_seq"));
-    MLA_TRY(chk::size(p->block_table_stride, op, "block_table_stride"));
-    MLA_TRY(chk::scale(p->softmax_scale, op));
-    MLA_TRY(chk::rotation(p->out_rotation, p->d_v, op));
-#ifdef MLA4J_WITH_CUDA
-    // Device pointers: the CUDA path checks what needs no data and never reads it on the host.
+    MLA_TRY(check(*p, op, &cache, &layout));
     if (p->exec.device >= 0) {
-        if (mla_cuda_device_count() == 0)
-            return mla::fail(MLA_ERR_UNSUPPORTED, "%s: exec.device %d: no CUDA device is available",
-                             op, p->exec.device);
+        // Device pointers: nothing they point to is read on the host.
+        MLA_TRY(mla::api::no_gpu(op, p->exec.device));
+#ifdef MLA4J_WITH_CUDA
         return mla::cuda::dense_decode(*p);
-    }
 #endif
-    MLA_TRY(chk::exec(p->exec, op));
-
+    }
     if (p->b == 0) return MLA_OK;
     MLA_TRY(check_block_table(*p, op));
     if (p->s_q == 0) return MLA_OK;
@@ -84,4 +89,25 @@ extern "C" mla_status mla_dense_decode(const mla_dense_decode_params *p) {
     mla_dense_decode_params q = *p;
     q.cache = cache;
     return chk::run_kernel(op, [&] { mla::cpu::dense_decode_fwd(q, layout); });
+}
+
+extern "C" mla_status mla_dense_decode_plan(const mla_dense_decode_params *p, mla_plan_info *info) {
+    const char *op = "mla_dense_decode_plan";
+    if (!p || !info) return mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params and info must not be null", op);
+    mla_cache cache;
+    mla::CacheLayout layout;
+    MLA_TRY(check(*p, op, &cache, &layout));
+    if (p->exec.device < 0) {
+        mla::api::cpu_plan(info);
+        return MLA_OK;
+    }
+    MLA_TRY(mla::api::no_gpu(op, p->exec.device));
+#ifdef MLA4J_WITH_CUDA
+    return mla::cuda::dense_decode_plan(*p, info);
+#endif
+    return MLA_OK;  // not reached: no_gpu refuses without CUDA
+}
+
+extern "C" int64_t mla_dense_decode_workspace_size(const mla_dense_decode_params *p) {
+    return mla::api::workspace_from_plan(p, mla_dense_decode_plan);
 }

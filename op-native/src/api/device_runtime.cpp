@@ -1,10 +1,8 @@
-// The mla_cuda_* device API (include/mla/mla.h): device memory, copies, streams, events and
-// the workspace query of the GPU ops. With CUDA in the build each call goes to src/cuda;
+// The mla_cuda_* device API (include/mla/mla.h): device memory, copies, streams and events. With CUDA in the build each call goes to src/cuda;
 // without it every call answers MLA_ERR_UNSUPPORTED ("built without CUDA").
 #include "common/error.h"
 #include "mla/mla.h"
 #ifdef MLA4J_WITH_CUDA
-#include "cuda/dense_decode.h"
 #include "cuda/runtime.h"
 #define MLA_DEVICE_CALL(op, expr) return (expr)
 #else
@@ -95,21 +93,6 @@ mla_status mla_cuda_event_synchronize(void *event) {
 
 mla_status mla_cuda_event_elapsed_ms(void *start, void *end, float *ms) {
     MLA_DEVICE_CALL("mla_cuda_event_elapsed_ms", mla::cuda::event_elapsed_ms(start, end, ms));
-}
-
-int64_t mla_dense_decode_workspace_size(const mla_dense_decode_params *p) {
-    const char *op = "mla_dense_decode_workspace_size";
-    if (!p) {
-        mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
-        return -1;
-    }
-    if (p->exec.device < 0) return 0;
-#ifdef MLA4J_WITH_CUDA
-    return mla::cuda::dense_decode_workspace_size(*p);
-#else
-    mla::fail(MLA_ERR_UNSUPPORTED, "%s: exec.device %d: built without CUDA", op, p->exec.device);
-    return -1;
-#endif
 }
 
 }  // extern "C"

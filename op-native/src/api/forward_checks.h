@@ -88,7 +88,15 @@ inline mla_status positions(const mla_out_rotation &r, int64_t rows, const char 
     return MLA_OK;
 }
 
-// CPU only in this build: a GPU device is refused.
+// exec.num_threads (any device).
+inline mla_status threads(const mla_exec &e, const char *op) {
+    MLA_REQUIRE(e.num_threads >= 0, "%s: exec.num_threads must be >= 0, got %d", op,
+                e.num_threads);
+    return MLA_OK;
+}
+
+// An op without a GPU implementation: a GPU device is refused (before any pointed-to data is
+// read on the host: the pointers are device pointers then).
 inline mla_status exec(const mla_exec &e, const char *op) {
     MLA_REQUIRE(e.num_threads >= 0, "%s: exec.num_threads must be >= 0, got %d", op,
                 e.num_threads);

@@ -1,6 +1,6 @@
-// Split-KV combine of dense decode: for every unit whose key tiles were spread over several
-// partitions, merges the partial (out / l, lse) of each piece,
-//   lse = log(sum_i exp(lse_i)),  out = sum_i exp(lse_i - lse) out_i,
+// Split-KV combine of the decode-shaped kernels: for every unit whose key tiles were spread
+// over several partitions, merges the partial (out / l, lse, row maximum) of each piece,
+//   lse = log(sum_i exp(lse_i)),  out = sum_i exp(lse_i - lse) out_i,  max = max_i max_i,
 // and writes the row through the shared epilogue (sink, rotation, store). One CTA per
 // (unit, m-block, group of kCombineWarps rows), one warp per row, float4 loads along d_v;
 // units held by one partition were written by the main kernel and are skipped here.
@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
     const int mb = blockIdx.y;
     const int64_t n = unit_tiles(s, u);
     if (n <= 0) return;
-    const int64_t total = s.cum[a.b * a.h_kv];
+    const int64_t total = s.cum[a.units];
     const int64_t x0 = s.cum[u] + s.overhead;
     const int first = owner(s, x0, total), last = owner(s, x0 + n - 1, total);
     if (first == last) return;
@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
     const int r = blockIdx.z * kCombineWarps + warp;
     if (r < rows_blk) {
         // lse of every piece; an empty partition (start == end) left nothing.
-        float mx = -INFINITY;
+        float mx = -INFINITY, row_max = -INFINITY;
         bool nan_piece = false;  // a NaN key the row sees: the row is NaN (as on the CPU)
         for (int k = lane; k < pieces; k += 32) {
             const int p = first + k;
@@ -59,9 +59,13 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
             weight[k] = l;
             mx = fmaxf(mx, l);
             nan_piece |= l != l;
+            if (s.part_max && !empty) row_max = fmaxf(row_max, s.part_max[int64_t(sl) * kBlockRows + r]);
         }
         nan_piece = __any_sync(0xffffffffu, nan_piece);
-        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        for (int o = 16; o > 0; o >>= 1) {
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, o));
+        }
         float sum = 0.f;
         if (mx > -INFINITY)
             for (int k = lane; k < pieces; k += 32) sum += expf(weight[k] - mx);
@@ -87,14 +91,14 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
         }
         __syncwarp();
         const RowId id = row_id(a, u, mb, r);
-        write_row<float>(a, row, id.b, id.j, id.h, lse, lane);
+        write_row<float>(a, row, id.b, id.j, id.h, lse, nan_piece ? NAN : row_max, lane);
     }
 }
 
 }  // namespace
 
 mla_status launch_decode_combine(const DecodeArgs &a, cudaStream_t stream, const char *op) {
-    const int64_t units = a.b * a.h_kv;
+    const int64_t units = a.units;
     const size_t smem = size_t(kCombineWarps) * size_t(combine_stride(a)) * 4;
     if (smem > 48 * 1024)
         MLA_CUDA_TRY(cudaFuncSetAttribute(decode_combine_kernel,

@@ -1,6 +1,7 @@
-// Split-KV scheduler of dense decode, on the device: cache_seqlens live in device memory, so
-// the schedule is computed by one CTA in stream order instead of copying the lengths to the
-// host (no synchronisation, graph-capturable). See ScheduleArgs in decode_args.cuh.
+// Split-KV scheduler of the decode-shaped kernels, on the device: the lengths (cache_seqlens,
+// topk_length) live in device memory, so the schedule is computed by one CTA in stream order
+// instead of copying them to the host (no synchronisation, graph-capturable). See
+// ScheduleArgs in decode_args.cuh.
 #include "cuda/common/check.cuh"
 #include "cuda/common/decode_launch.h"
 
@@ -13,7 +14,7 @@ constexpr int kScheduleThreads = 1024;
 __global__ void __launch_bounds__(kScheduleThreads)
     decode_schedule_kernel(const __grid_constant__ DecodeArgs a) {
     const ScheduleArgs &s = a.sched;
-    const int64_t units = a.b * a.h_kv;
+    const int64_t units = a.units;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     constexpr int kWarps = kScheduleThreads / 32;
     __shared__ int64_t warp_sum[kWarps];
@@ -25,7 +26,7 @@ __global__ void __launch_bounds__(kScheduleThreads)
     for (int64_t base = 0; base < units; base += kScheduleThreads) {
         const int64_t u = base + tid;
         int64_t cost = 0;
-        if (u < units) cost = (seq_len(a, u / a.h_kv) + s.tile - 1) / s.tile + s.overhead;
+        if (u < units) cost = (unit_len(a, u) + s.tile - 1) / s.tile + s.overhead;
         int64_t x = cost;
         for (int o = 1; o < 32; o <<= 1) {
             int64_t y = __shfl_up_sync(0xffffffffu, x, o);

@@ -1,8 +1,10 @@
-// CUDA-core dense decode for the cases the tensor-core kernels do not take (float32 / float64
-// queries, a cache dtype other than q's, dims not multiples of 16, misaligned rows, FP8 layouts
-// the sm80 kernel does not stage), every cache kind (FP8 rows dequantised per element): one warp
-// per query row walks the row's keys with an online softmax in Acc (double for float64
-// queries, like the CPU kernel, else float). Correct for every shape; not fast.
+// CUDA-core kernel of the decode-shaped ops for the cases the tensor-core kernels do not take
+// (float32 / float64 queries, a cache dtype other than q's, dims not multiples of 16,
+// misaligned rows, FP8 layouts the tensor-core kernels do not stage, key sets of different
+// kinds), every cache kind (FP8 rows dequantised per element): one warp per query row walks
+// the row's keys (paged through the block table, or the sparse index lists) with an online
+// softmax in Acc (double for float64 queries, like the CPU kernel, else float). Correct for
+// every shape; not fast.
 #include "cuda/common/check.cuh"
 #include "cuda/common/decode_launch.h"
 
@@ -29,35 +31,47 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
     for (int64_t c = lane; c < a.d_v; c += 32) o[c] = Acc(0);
     __syncwarp();
 
-    const int64_t len = seq_len(a, b);
-    const int64_t hi = last_key(a, len, j);
+    // Dense decode: keys 0..hi of the request. Sparse: the unit's key list (both sets).
+    const int64_t u = a.sparse ? (b * a.s_q + j) * a.h_kv + kvh : 0;
+    const int64_t n0 = a.sparse ? set_count(a, 0, b) : 0;
+    const int64_t hi = a.sparse ? unit_len(a, u) - 1 : last_key(a, seq_len(a, b), j);
     const Acc scale = Acc(a.scale);
-    Acc m = -Acc(INFINITY), l = Acc(0);
-    const bool fp8 = a.kv_kind != MLA_CACHE_PLAIN;
-    const uint8_t *kv_bytes = static_cast<const uint8_t *>(a.kv);
+    Acc m = -Acc(INFINITY), l = Acc(0), row_max = -Acc(INFINITY);
     for (int64_t t = 0; t <= hi; ++t) {
-        // A block id outside the cache reads as a row of zeros, as in the tensor-core kernels.
-        // Plain caches: element offset of the row; FP8 caches: its slot (block, offset).
-        const int64_t off = fp8 ? key_slot(a, b, t) : key_offset(a, b, kvh, t);
+        // Plain caches: element offset of the row; FP8 caches: its slot (block, offset). A
+        // block id outside the cache (dense) reads as a row of zeros, as in the tensor-core
+        // kernels; an invalid sparse entry is skipped.
+        int set = 0;
+        const CacheArgs &c = a.sparse ? a.set[t < n0 ? 0 : 1].cache : a.kv;
+        const bool fp8 = c.kind != MLA_CACHE_PLAIN;
+        int64_t off;
+        if (a.sparse) {
+            off = sparse_key(a, u, n0, hi + 1, t, &set);
+            if (off < 0) continue;
+        } else {
+            off = fp8 ? key_slot(a, b, t) : key_offset(a, b, kvh, t);
+        }
         const uint8_t *row = nullptr, *sc = nullptr;
         if (fp8 && off >= 0) {
-            row = kv_bytes + fp8_row_offset(a, off);
-            sc = kv_bytes + fp8_scale_offset(a, off);
+            const uint8_t *bytes = static_cast<const uint8_t *>(c.data);
+            row = bytes + fp8_row_offset(c, off);
+            sc = bytes + fp8_scale_offset(c, off);
         }
         auto key = [&](int64_t d) {
-            return fp8 ? fp8_elem<Acc>(a, row, sc, d) : load_elem<Acc>(a.kv, a.kv_dtype, off + d);
+            return fp8 ? fp8_elem<Acc>(c, row, sc, d) : load_elem<Acc>(c.data, c.dtype, off + d);
         };
         Acc dot = Acc(0);
         if (off >= 0)
             for (int64_t d = lane; d < a.d_qk; d += 32) dot += q[d] * key(d);
         for (int s = 16; s > 0; s >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, s);
         const Acc score = dot * scale;
+        row_max = score > row_max || score != score ? score : row_max;
         const Acc m_new = score > m ? score : m;
         const Acc alpha = m > -Acc(INFINITY) ? exp(m - m_new) : Acc(0);
         const Acc w = exp(score - m_new);
         l = l * alpha + w;
-        for (int64_t c = lane; c < a.d_v; c += 32)
-            o[c] = o[c] * alpha + (off >= 0 ? w * key(c) : Acc(0));
+        for (int64_t c2 = lane; c2 < a.d_v; c2 += 32)
+            o[c2] = o[c2] * alpha + (off >= 0 ? w * key(c2) : Acc(0));
         m = m_new;
     }
     // NaN l: the row saw a NaN key and is NaN (lse too), as on the CPU.
@@ -65,7 +79,7 @@ __global__ void __launch_bounds__(kSimpleWarps * 32)
     const Acc inv = !(l <= Acc(0)) ? Acc(1) / l : Acc(0);
     for (int64_t c = lane; c < a.d_v; c += 32) o[c] *= inv;
     __syncwarp();
-    write_row<Acc>(a, o, b, j, h, lse, lane);
+    write_row<Acc>(a, o, b, j, h, lse, float(row_max), lane);
 }
 
 template <typename Acc>

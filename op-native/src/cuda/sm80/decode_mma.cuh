@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int dchunks = int(a.d_qk / 8), ksteps = int(a.d_qk / 16);
     const int dv = int(a.d_v), stage_ld = dv + 8;
     const T *qg = static_cast<const T *>(a.q);
-    const T *kvg = static_cast<const T *>(a.kv);
+    const T *kvg = static_cast<const T *>(a.kv.data);
 
     // Byte offset of 16-byte chunk c of row r: Q / K rows, and P rows (BN / 8 chunks).
     auto swz = [&](int r, int c) -> uint32_t { return swizzled(r, c, ra, int(sizeof(T))); };
@@ -380,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             __syncthreads();
             for (int r = warp; r < rows_blk; r += kWarps) {
                 const RowId id = row_id(a, u, mb, r);
-                write_row<float>(a, stage + r * stage_ld, id.b, id.j, id.h, s_lse[r], lane);
+                write_row<float>(a, stage + r * stage_ld, id.b, id.j, id.h, s_lse[r], 0.f, lane);
             }
             __syncthreads();
         } else if (active) {

@@ -12,7 +12,7 @@ namespace sm80 {
 int64_t decode_mma_smem(const DecodeArgs &a, int tile_keys, int elem_bytes);
 
 // Launches the main kernel over the schedule in a.sched (grid parts x n_mblocks). FP8: the cache
-// is V32 or MODEL1 (a.kv_kind), dequantised to T in shared memory; else a plain cache of T.
+// is V32 or MODEL1 (a.kv.kind), dequantised to T in shared memory; else a plain cache of T.
 template <typename T, int DV, int BN, bool FP8>
 mla_status launch_decode_mma(const DecodeArgs &a, cudaStream_t stream, const char *op);
 

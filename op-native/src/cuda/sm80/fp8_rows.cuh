@@ -3,7 +3,7 @@
 // loop reads the same swizzled K tile as for a plain cache.
 //   raw copy   each warp cp.async-copies the bytes of its key rows (the data row: fp8 part, V32
 //              scales, bf16 part; MODEL1 also its scale row) into the tail of the row's own
-//              slot of a K stage (row_alloc * sizeof(T) bytes, at a.fp8.raw_at), a tile ahead;
+//              slot of a K stage (row_alloc * sizeof(T) bytes, at a.kv.fp8.raw_at), a tile ahead;
 //   dequant    after the tile before it is consumed, the same warp turns each staged row into
 //              T in place: lane l reads fp8 chunk l (16 values) with its tile's scale and bf16
 //              chunk l, the warp syncs, then writes them to the row's swizzled chunks.
@@ -31,15 +31,15 @@ __device__ __forceinline__ uint32_t swizzled(int r, int c, int ra, int elem) {
 __device__ __forceinline__ void fp8_copy_row(const DecodeArgs &a, uint32_t row_s, int64_t slot,
                                              int lane) {
     if (slot < 0) return;
-    const uint8_t *kv = static_cast<const uint8_t *>(a.kv);
-    const uint32_t raw = row_s + uint32_t(a.fp8.raw_at);
-    const uint8_t *src = kv + fp8_row_offset(a, slot);
-    const int chunks = int(a.fp8.data_row_bytes >> 4);
+    const uint8_t *kv = static_cast<const uint8_t *>(a.kv.data);
+    const uint32_t raw = row_s + uint32_t(a.kv.fp8.raw_at);
+    const uint8_t *src = kv + fp8_row_offset(a.kv, slot);
+    const int chunks = int(a.kv.fp8.data_row_bytes >> 4);
     for (int c = lane; c < chunks; c += 32) ptx::cp_async_16(raw + 16 * c, src + 16 * c, 16);
-    if (a.kv_kind == MLA_CACHE_MODEL1) {
-        const uint8_t *sc = kv + fp8_scale_offset(a, slot);
-        const uint32_t dst = raw + uint32_t(a.fp8.data_row_bytes);
-        const int pieces = int(a.fp8.scale_row_bytes >> 3);
+    if (a.kv.kind == MLA_CACHE_MODEL1) {
+        const uint8_t *sc = kv + fp8_scale_offset(a.kv, slot);
+        const uint32_t dst = raw + uint32_t(a.kv.fp8.data_row_bytes);
+        const int pieces = int(a.kv.fp8.scale_row_bytes >> 3);
         for (int c = lane; c < pieces; c += 32) ptx::cp_async_8(dst + 8 * c, sc + 8 * c);
     }
 }
@@ -69,23 +69,23 @@ template <typename T>
 __device__ __forceinline__ void fp8_dequant_row(const DecodeArgs &a, uint32_t kb, int r, int ra,
                                                 int64_t slot, int lane) {
     constexpr int kElem = int(sizeof(T));
-    const int n8 = a.fp8.d_nope >> 4, nr = a.fp8.d_rope >> 3;
-    const uint32_t raw = kb + uint32_t(r * ra * kElem + a.fp8.raw_at);
+    const int n8 = a.kv.fp8.d_nope >> 4, nr = a.kv.fp8.d_rope >> 3;
+    const uint32_t raw = kb + uint32_t(r * ra * kElem + a.kv.fp8.raw_at);
     uint4 v8 = make_uint4(0, 0, 0, 0), vr = make_uint4(0, 0, 0, 0);
     float sc = 0.f;
     if (slot >= 0) {
         if (lane < n8) {
             v8 = ptx::ld_shared_v4(raw + 16 * lane);
-            const int t = (16 * lane) / a.fp8.tile;
-            if (a.kv_kind == MLA_CACHE_V32) {
-                sc = ptx::ld_shared_f32(raw + uint32_t(a.fp8.d_nope + 4 * t));
+            const int t = (16 * lane) / a.kv.fp8.tile;
+            if (a.kv.kind == MLA_CACHE_V32) {
+                sc = ptx::ld_shared_f32(raw + uint32_t(a.kv.fp8.d_nope + 4 * t));
             } else {  // UE8M0: 2^(byte - 127) is the float with that exponent field (0: 2^-127)
                 const uint32_t e =
-                    ptx::ld_shared_u8(raw + uint32_t(a.fp8.data_row_bytes) + uint32_t(t));
+                    ptx::ld_shared_u8(raw + uint32_t(a.kv.fp8.data_row_bytes) + uint32_t(t));
                 sc = __uint_as_float(e ? e << 23 : 0x00400000u);
             }
         }
-        if (lane < nr) vr = ptx::ld_shared_v4(raw + uint32_t(a.fp8.rope_at) + 16 * lane);
+        if (lane < nr) vr = ptx::ld_shared_v4(raw + uint32_t(a.kv.fp8.rope_at) + 16 * lane);
     }
     __syncwarp();
     if (lane < n8) {

@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int rows_blk = int(min64(kBlockRows, a.rows - int64_t(mb) * kBlockRows));
     const int dv = int(a.d_v), stage_ld = dv + 8;
     const T *qg = static_cast<const T *>(a.q);
-    const T *kvg = static_cast<const T *>(a.kv);
+    const T *kvg = static_cast<const T *>(a.kv.data);
     // wgmma descriptors at k-step 0: Q, stage 0's keys (S), P_a / P_b and this warpgroup's
     // value columns of stage 0 (P V). Stage 1: + k_stage / 16.
     const uint32_t desc_q0 = desc_lo(sQ, 16);
@@ -189,8 +189,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (tma_tile(t)) {
                 if (wtid == 0 && t < t1) {
                     const int64_t blk =
-                        a.block_table[b * a.block_table_stride + int64_t(t) * kTileKeys / a.block_size];
-                    off = blk < 0 || blk >= a.num_blocks ? a.num_blocks : blk;
+                        a.block_table[b * a.block_table_stride + int64_t(t) * kTileKeys / a.kv.block_size];
+                    off = blk < 0 || blk >= a.kv.num_blocks ? a.kv.num_blocks : blk;
                 }
                 return off;
             }
@@ -210,7 +210,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 if (wtid == 0) {
                     const int nb = kRope && rope ? 5 : 4;
                     mbar_expect_tx(bar, uint32_t(nb) * kColBlockBytes);
-                    const int tok = int((int64_t(t) * kTileKeys) % a.block_size);
+                    const int tok = int((int64_t(t) * kTileKeys) % a.kv.block_size);
                     const int blk = int(my_off), h = int(kvh);
 #pragma unroll
                     for (int j = 0; j < 4; ++j) {
@@ -563,7 +563,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             __syncthreads();
             for (int r = warp; r < rows_blk; r += 8) {
                 const RowId id = row_id(a, u, mb, r);
-                write_row<float>(a, stage + r * stage_ld, id.b, id.j, id.h, s_lse[r], lane);
+                write_row<float>(a, stage + r * stage_ld, id.b, id.j, id.h, s_lse[r], 0.f, lane);
             }
             fence_proxy_async();  // the staging writes before the next unit's tensor copies
             __syncthreads();
@@ -621,21 +621,21 @@ inline TensorMapEncodeTiled tensor_map_encoder() {
 
 template <typename T>
 bool cache_tensor_map(const DecodeArgs &a, CUtensorMap *map) {
-    if (a.block_size % kTileKeys != 0 || a.num_blocks >= INT32_MAX) return false;
+    if (a.kv.block_size % kTileKeys != 0 || a.kv.num_blocks >= INT32_MAX) return false;
     const TensorMapEncodeTiled encode = tensor_map_encoder();
     if (!encode) return false;
     constexpr int64_t e = sizeof(T);
-    const cuuint64_t dims[4] = {cuuint64_t(a.d_qk), cuuint64_t(a.block_size), cuuint64_t(a.h_kv),
-                                cuuint64_t(a.num_blocks)};
+    const cuuint64_t dims[4] = {cuuint64_t(a.d_qk), cuuint64_t(a.kv.block_size), cuuint64_t(a.h_kv),
+                                cuuint64_t(a.kv.num_blocks)};
     // A single KV head: its stride is that of a whole block's tokens (never stepped over).
-    const int64_t head = a.h_kv == 1 ? a.block_size * a.token_stride : a.head_stride;
-    const cuuint64_t strides[3] = {cuuint64_t(a.token_stride * e), cuuint64_t(head * e),
-                                   cuuint64_t(a.block_stride * e)};
+    const int64_t head = a.h_kv == 1 ? a.kv.block_size * a.kv.token_stride : a.kv.head_stride;
+    const cuuint64_t strides[3] = {cuuint64_t(a.kv.token_stride * e), cuuint64_t(head * e),
+                                   cuuint64_t(a.kv.block_stride * e)};
     const cuuint32_t box[4] = {64, uint32_t(kTileKeys), 1, 1};
     const cuuint32_t elem[4] = {1, 1, 1, 1};
     const CUtensorMapDataType dt =
         std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-    return encode(map, dt, 4, const_cast<void *>(a.kv), dims, strides, box, elem,
+    return encode(map, dt, 4, const_cast<void *>(a.kv.data), dims, strides, box, elem,
                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
