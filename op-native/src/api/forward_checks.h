@@ -7,6 +7,7 @@
 // pointers), then the checks that read small host arrays (block tables, sequence lengths,
 // positions), then the kernel. Nothing is written before every check has passed.
 #pragma once
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <exception>
@@ -85,6 +86,14 @@ inline mla_status positions(const mla_out_rotation &r, int64_t rows, const char 
         MLA_REQUIRE(r.positions[i] >= 0 && r.positions[i] < r.rope.table_len,
                     "%s: out_rotation.positions[%lld] must be in [0, %lld) (the table length), "
                     "got %d", op, (long long)i, (long long)r.rope.table_len, r.positions[i]);
+    return MLA_OK;
+}
+
+// A top-k of index lists: int32 entries, so at most INT32_MAX of them per list (a larger
+// value cannot describe a buffer the caller has).
+inline mla_status topk(int64_t k, const char *op, const char *arg) {
+    MLA_REQUIRE(k >= 0 && k <= INT32_MAX, "%s: %s must be in [0, %d], got %lld", op, arg,
+                INT32_MAX, (long long)k);
     return MLA_OK;
 }
 

@@ -1,8 +1,13 @@
-// Entry point of sparse decode (ops.md section 2): argument checks, then the CPU kernel.
+// Sparse decode (ops.md section 2): the one check of its arguments, then the CPU kernel, or
+// the GPU (src/cuda/sparse_attend.cu) when exec.device >= 0; its plan and workspace queries.
 #include <cstdio>
 #include "api/forward_checks.h"
+#include "api/gpu_dispatch.h"
 #include "common/cache.h"
 #include "cpu/kernels.h"
+#ifdef MLA4J_WITH_CUDA
+#include "cuda/sparse_attend.h"
+#endif
 
 namespace {
 
@@ -28,11 +33,36 @@ mla_status check_key_set(const mla_sparse_decode_params &p, const mla_sparse_key
                     "%s: d_v must be %lld (the d_qk of the MODEL1 %s, whose value is the whole "
                     "row), got %lld", op, (long long)layout->d_qk, name, (long long)p.d_v);
     std::snprintf(name, sizeof name, "%s.topk", arg);
-    MLA_TRY(chk::size(in.topk, op, name));
+    MLA_TRY(chk::topk(in.topk, op, name));
     std::snprintf(name, sizeof name, "%s.indices", arg);
     MLA_TRY(chk::pointer(in.indices, p.b > 0 && p.s_q > 0 && in.topk > 0, op, name));
     std::snprintf(name, sizeof name, "%s.indices_stride", arg);
     MLA_TRY(chk::strides(in.indices_stride, 2, op, name));
+    return MLA_OK;
+}
+
+// Every check of a call that needs no data. `q` gets the key sets as the kernels read them
+// (an empty cache may come without memory).
+mla_status check(const mla_sparse_decode_params &p, const char *op, mla_sparse_decode_params *q,
+                 mla::CacheLayout *keys_layout, mla::CacheLayout *extra_layout, bool *has_extra) {
+    MLA_TRY(chk::dtype(p.dtype, op));
+    MLA_TRY(chk::size(p.b, op, "b"));
+    MLA_TRY(chk::size(p.s_q, op, "s_q"));
+    MLA_TRY(chk::positive(p.h_q, op, "h_q"));
+    MLA_TRY(chk::head_dims(p.d_qk, p.d_v, op));
+    *q = p;
+    MLA_TRY(check_key_set(p, p.keys, op, "keys", &q->keys, keys_layout));
+    *has_extra = p.extra.cache.data != nullptr;
+    if (*has_extra) MLA_TRY(check_key_set(p, p.extra, op, "extra", &q->extra, extra_layout));
+    const bool has_rows = p.b > 0 && p.s_q > 0;
+    MLA_TRY(chk::pointer(p.q, has_rows, op, "q"));
+    MLA_TRY(chk::pointer(p.out, has_rows, op, "out"));
+    MLA_TRY(chk::pointer(p.lse, has_rows, op, "lse"));
+    MLA_TRY(chk::strides(p.q_stride, 3, op, "q_stride"));
+    MLA_TRY(chk::strides(p.out_stride, 3, op, "out_stride"));
+    MLA_TRY(chk::scale(p.softmax_scale, op));
+    MLA_TRY(chk::rotation(p.out_rotation, p.d_v, op));
+    MLA_TRY(chk::threads(p.exec, op));
     return MLA_OK;
 }
 
@@ -41,31 +71,42 @@ mla_status check_key_set(const mla_sparse_decode_params &p, const mla_sparse_key
 extern "C" mla_status mla_sparse_decode(const mla_sparse_decode_params *p) {
     const char *op = "mla_sparse_decode";
     if (!p) return mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
-    MLA_TRY(chk::dtype(p->dtype, op));
-    MLA_TRY(chk::size(p->b, op, "b"));
-    MLA_TRY(chk::size(p->s_q, op, "s_q"));
-    MLA_TRY(chk::positive(p->h_q, op, "h_q"));
-    MLA_TRY(chk::head_dims(p->d_qk, p->d_v, op));
-
-    mla_sparse_decode_params q = *p;
+    mla_sparse_decode_params q;
     mla::CacheLayout keys_layout, extra_layout;
-    MLA_TRY(check_key_set(*p, p->keys, op, "keys", &q.keys, &keys_layout));
-    const bool has_extra = p->extra.cache.data != nullptr;
-    if (has_extra) MLA_TRY(check_key_set(*p, p->extra, op, "extra", &q.extra, &extra_layout));
-
-    const bool has_rows = p->b > 0 && p->s_q > 0;
-    MLA_TRY(chk::pointer(p->q, has_rows, op, "q"));
-    MLA_TRY(chk::pointer(p->out, has_rows, op, "out"));
-    MLA_TRY(chk::pointer(p->lse, has_rows, op, "lse"));
-    MLA_TRY(chk::strides(p->q_stride, 3, op, "q_stride"));
-    MLA_TRY(chk::strides(p->out_stride, 3, op, "out_stride"));
-    MLA_TRY(chk::scale(p->softmax_scale, op));
-    MLA_TRY(chk::rotation(p->out_rotation, p->d_v, op));
-    MLA_TRY(chk::exec(p->exec, op));
-
-    if (!has_rows) return MLA_OK;
+    bool has_extra = false;
+    MLA_TRY(check(*p, op, &q, &keys_layout, &extra_layout, &has_extra));
+    if (p->exec.device >= 0) {
+        // Device pointers (the call's own, not q's): nothing they point to is read here.
+        MLA_TRY(mla::api::no_gpu(op, p->exec.device));
+#ifdef MLA4J_WITH_CUDA
+        return mla::cuda::sparse_decode(*p);
+#endif
+    }
+    if (p->b == 0 || p->s_q == 0) return MLA_OK;
     MLA_TRY(chk::positions(p->out_rotation, p->b * p->s_q, op));
     return chk::run_kernel(op, [&] {
         mla::cpu::sparse_decode_fwd(q, keys_layout, has_extra ? &extra_layout : nullptr);
     });
+}
+
+extern "C" mla_status mla_sparse_decode_plan(const mla_sparse_decode_params *p, mla_plan_info *info) {
+    const char *op = "mla_sparse_decode_plan";
+    if (!p || !info) return mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params and info must not be null", op);
+    mla_sparse_decode_params q;
+    mla::CacheLayout keys_layout, extra_layout;
+    bool has_extra = false;
+    MLA_TRY(check(*p, op, &q, &keys_layout, &extra_layout, &has_extra));
+    if (p->exec.device < 0) {
+        mla::api::cpu_plan(info);
+        return MLA_OK;
+    }
+    MLA_TRY(mla::api::no_gpu(op, p->exec.device));
+#ifdef MLA4J_WITH_CUDA
+    return mla::cuda::sparse_decode_plan(*p, info);
+#endif
+    return MLA_OK;  // not reached: no_gpu refuses without CUDA
+}
+
+extern "C" int64_t mla_sparse_decode_workspace_size(const mla_sparse_decode_params *p) {
+    return mla::api::workspace_from_plan(p, mla_sparse_decode_plan);
 }

@@ -1,0 +1,4 @@
+// sm_90a sparse attention: __half queries, MLA_CACHE_MODEL1 key rows.
+#include "cuda/sm90/sparse/attend_kernel.cuh"
+
+MLA_INSTANTIATE_SPARSE_ATTEND(__half, MLA_CACHE_MODEL1)
