@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The one command for the GPU host: configure and build op-native (Release, CUDA, ninja) into
-# /tmp/mla-build, run every native test through ctest (test_gpu_dense_decode included), count
-# the tensor-core instructions of the kernels in SASS, benchmark dense decode (mla4j, then
-# plain PyTorch) and print one combined table. With OUT set, everything also goes to
+# /tmp/mla-build, run every native test through ctest (the GPU tests included), count the
+# tensor-core instructions and local-memory accesses of the kernels in SASS, optionally run the
+# GPU tests under compute-sanitizer, benchmark dense and sparse attention (mla4j, then plain
+# PyTorch) and print the combined tables. With OUT set, everything also goes to
 # $OUT/gpu_log.txt.
-#   op-native/bench/run_gpu.sh [--quick]     (--quick: s_k 8192 rows only)
+#   op-native/bench/run_gpu.sh [--quick] [--sanitize] [--no-bench]
+#   --quick: fewer shapes; --sanitize: memcheck, racecheck and synccheck on the GPU tests
+#   (racecheck on a reduced case list: it slows kernels 50x); --no-bench: tests only
 # Environment: MLA_BUILD_DIR (default /tmp/mla-build), MLA_CUDA_ARCHS (default 90a: passed as
 # -DMLA4J_CUDA_ARCHS, which builds only the Hopper target where the CMake file offers it).
 set -uo pipefail
@@ -13,7 +16,15 @@ src=$(cd "$here/.." && pwd)
 build=${MLA_BUILD_DIR:-/tmp/mla-build}
 archs=${MLA_CUDA_ARCHS:-90a}
 quick=""
-[ "${1:-}" = "--quick" ] && quick="--quick"
+sanitize=0
+bench=1
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick="--quick" ;;
+        --sanitize) sanitize=1 ;;
+        --no-bench) bench=0 ;;
+    esac
+done
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
     exec > >(tee "$OUT/gpu_log.txt") 2>&1
@@ -46,15 +57,70 @@ if command -v cuobjdump >/dev/null; then
     cuobjdump -sass "$build/libmla4j.so" 2>/dev/null | awk '
         /^[[:space:]]*arch = / { arch = $3 }
         /Function :/ { fn = $3; if (fn ~ /decode/) seen[arch " " fn] = 1 }
-        fn ~ /decode/ && /HGMMA/ { hg[arch " " fn]++ }
-        fn ~ /decode/ && /HMMA/ && !/HGMMA/ { hm[arch " " fn]++ }
-        fn ~ /decode/ && /(LDL|STL)/ { lm[arch " " fn]++ }
+        /Function :/ && fn ~ /attend/ { seen[arch " " fn] = 1 }
+        fn ~ /decode|attend/ && /HGMMA/ { hg[arch " " fn]++ }
+        fn ~ /decode|attend/ && /HMMA/ && !/HGMMA/ { hm[arch " " fn]++ }
+        fn ~ /decode|attend/ && /(LDL|STL)/ { lm[arch " " fn]++ }
         END { for (k in seen) printf "%-8s HMMA %5d  HGMMA %5d  local ld/st %4d  %s\n",
                   substr(k, 1, index(k, " ") - 1), hm[k], hg[k], lm[k], substr(k, index(k, " ") + 1) }' |
         sort
 else
     echo "cuobjdump not found"
 fi
+
+if [ "$sanitize" = 1 ]; then
+    step "compute-sanitizer (memcheck, synccheck: reduced cases; racecheck: fewer)"
+    san() {  # tool, filter, test
+        echo "-- $1 $3 (cases matching '$2')"
+        MLA4J_TEST_FILTER="$2" compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20 \
+            "$build/$3" 2>&1 | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|FAIL|Error|Hazard|hazard" | tail -n 12
+        [ "${PIPESTATUS[0]}" = 0 ] || status=1
+    }
+    san memcheck "h_q 128" test_gpu_sparse
+    san memcheck "extra" test_gpu_sparse
+    san memcheck "prefill h_kv 2" test_gpu_sparse
+    san synccheck "h_q 128" test_gpu_sparse
+    san racecheck "decode V32 h_q 128" test_gpu_sparse
+    san racecheck "decode bf16 rows h_q 64" test_gpu_sparse
+    san memcheck "h_q 128/" test_gpu_dense_decode
+    san racecheck "bf16 576/512 h_q 128/1 bs 64 s_q 1" test_gpu_dense_decode
+fi
+
+if [ "$bench" = 0 ]; then
+    step "done: $([ $status = 0 ] && echo all passed || echo FAILURES above)"
+    exit $status
+fi
+
+step "bench: sparse attention (mla4j)"
+"$build/bench/bench_sparse" $quick | tee "$build/bench_sparse.txt" || status=1
+
+step "bench: sparse attention (plain PyTorch)"
+python3 "$here/torch_sparse.py" $quick | tee "$build/bench_torch_sparse.txt" || status=1
+
+step "combined sparse table (median us; FlashMLA figures from shared measurements)"
+python3 - "$build/bench_sparse.txt" "$build/bench_torch_sparse.txt" <<'PY'
+import re, sys
+rows = {}
+for path in sys.argv[1:]:
+    try:
+        for line in open(path):
+            m = re.match(r'RESULT (\S+) name="([^"]+)"(?: impl=(\S+))? us=([\d.]+) tflops=([\d.]+)', line)
+            if m:
+                rows.setdefault(m[2], {})[m[1]] = (float(m[4]), float(m[5]), m[3])
+    except OSError:
+        pass
+flashmla = {"decode V32 b128 s_q2 h128 topk2048": 400, "decode MODEL1 b128 s_q2 h64 topk128+512": 117,
+            "decode V32 b148 s_q2 h128 topk16384": 3099, "prefill d576 s_q4096 s_kv32768 h128 topk2048": 3840,
+            "prefill d512 s_q4096 s_kv32768 h128 topk2048": 3746}
+print(f"{'shape':46s} {'mla4j us':>9s} {'TFLOP/s':>8s} {'of 790':>7s} {'torch us':>9s} {'vs torch':>9s} {'FlashMLA us':>12s} {'vs FlashMLA':>12s}")
+for name, r in rows.items():
+    a, t, f = r.get("sparse"), r.get("torch"), flashmla.get(name)
+    cols = [f"{name:46s}"]
+    cols.append(f"{a[0]:9.1f} {a[1]:8.1f} {100 * a[1] / 790:6.1f}%" if a else f"{'-':>9s} {'-':>8s} {'-':>7s}")
+    cols.append(f"{t[0]:9.1f} {t[0] / a[0]:8.2f}x" if a and t else f"{'-':>9s} {'-':>9s}")
+    cols.append(f"{f:12d} {f / a[0]:11.2f}x" if f and a else f"{'-':>12s} {'-':>12s}")
+    print(" ".join(cols))
+PY
 
 step "bench: mla4j"
 "$bench" $quick | tee "$build/bench_mla4j.txt" || status=1
