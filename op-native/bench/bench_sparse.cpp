@@ -116,7 +116,7 @@ void *random_fp8(int kind, int64_t num_blocks, int64_t block_size, int64_t d_qk,
 // topk distinct slots per query (unit) from its request's own range of `slots` slots.
 void *random_indices(int64_t requests, int64_t per_request, int64_t topk, int64_t slots, std::mt19937_64 &rng) {
     std::vector<int32_t> idx(size_t(requests * per_request * topk));
-    std::vector<int32_t> pool(size_t(slots));
+    std::vector<int32_t> pool(static_cast<size_t>(slots));
     for (int64_t r = 0; r < requests; ++r)
         for (int64_t j = 0; j < per_request; ++j) {
             for (int64_t s = 0; s < slots; ++s) pool[size_t(s)] = int32_t(s);
