@@ -50,7 +50,7 @@ if [ ! -x "$bench" ]; then  # bench/ not added to the build: compile it against 
 fi
 
 step "native tests"
-ctest --test-dir "$build" --output-on-failure || status=1
+ctest --test-dir "$build" --output-on-failure --timeout 180 || status=1
 
 step "SASS: tensor-core instructions per dense-decode kernel"
 if command -v cuobjdump >/dev/null; then
@@ -72,7 +72,7 @@ if [ "$sanitize" = 1 ]; then
     step "compute-sanitizer (memcheck, synccheck: reduced cases; racecheck: fewer)"
     san() {  # tool, filter, test
         echo "-- $1 $3 (cases matching '$2')"
-        MLA4J_TEST_FILTER="$2" compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20 \
+        MLA4J_TEST_FILTER="$2" timeout 240 compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20 \
             "$build/$3" 2>&1 | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|FAIL|Error|Hazard|hazard" | tail -n 12
         [ "${PIPESTATUS[0]}" = 0 ] || status=1
     }
@@ -92,10 +92,10 @@ if [ "$bench" = 0 ]; then
 fi
 
 step "bench: sparse attention (mla4j)"
-"$build/bench/bench_sparse" $quick | tee "$build/bench_sparse.txt" || status=1
+timeout 300 "$build/bench/bench_sparse" $quick | tee "$build/bench_sparse.txt" || status=1
 
 step "bench: sparse attention (plain PyTorch)"
-python3 "$here/torch_sparse.py" $quick | tee "$build/bench_torch_sparse.txt" || status=1
+timeout 300 python3 "$here/torch_sparse.py" $quick | tee "$build/bench_torch_sparse.txt" || status=1
 
 step "combined sparse table (median us; FlashMLA figures from shared measurements)"
 python3 - "$build/bench_sparse.txt" "$build/bench_torch_sparse.txt" <<'PY'
