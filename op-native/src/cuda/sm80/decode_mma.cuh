@@ -17,6 +17,7 @@
 #pragma once
 #include "cuda/common/check.cuh"
 #include "cuda/common/decode_args.cuh"
+#include "cuda/common/decode_epilogue.cuh"
 #include "cuda/common/ptx.cuh"
 #include "cuda/sm80/config.h"
 #include "cuda/sm80/decode_mma.h"
@@ -64,7 +65,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     constexpr int kOCols = DV / 2;              // O columns of one warp
     constexpr int kOTiles = kOCols / 8;
     constexpr int kLoadRows = BN / kWarps;      // key rows each warp loads per tile
-    constexpr float kLn2 = 0.69314718055994531f;
 
     extern __shared__ __align__(128) unsigned char smem[];
     const ScheduleArgs &sc = a.sched;
@@ -351,27 +351,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
                 const int r = row0 + 8 * i;
-                const float lt = s_l[r] + s_l[kBlockRows + r];
-                // NaN lt: the row saw a NaN key; lse and out stay NaN, through the combine too.
-                lse[i] = !(lt <= 0.f) ? m[i] * kLn2 + logf(lt)
-                                      : (complete ? INFINITY : -INFINITY);
-                inv[i] = !(lt <= 0.f) ? 1.f / lt : 0.f;
+                // NaN sums: the row saw a NaN key; lse and out stay NaN, through the combine too.
+                const RowResult res = row_result(m[i], s_l[r] + s_l[kBlockRows + r], complete);
+                lse[i] = res.lse;
+                inv[i] = res.inv;
             }
         }
         if (complete) {
             ptx::cp_async_wait<0>();
             __syncthreads();  // the staging area overlays Q and K
             if (active) {
-#pragma unroll
-                for (int nt = 0; nt < kOTiles; ++nt) {
-                    const int col = kh * kOCols + nt * 8 + q4 * 2;
-                    if (col < dv) {
-                        *reinterpret_cast<float2 *>(stage + row0 * stage_ld + col) =
-                            make_float2(o[nt][0] * inv[0], o[nt][1] * inv[0]);
-                        *reinterpret_cast<float2 *>(stage + row1 * stage_ld + col) =
-                            make_float2(o[nt][2] * inv[1], o[nt][3] * inv[1]);
-                    }
-                }
+                store_o_rows<kOTiles>([&](int nt, int e) { return o[nt][e]; }, inv, stage, stage_ld, row0,
+                                      row1, q4, kh * kOCols, dv, kBlockRows);
                 if (kh == 0 && q4 == 0) {
                     s_lse[row0] = lse[0];
                     s_lse[row1] = lse[1];
@@ -385,19 +376,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             __syncthreads();
         } else if (active) {
             const int64_t slot = (int64_t(mb) * sc.parts + part) * 2 + (u == us ? 0 : 1);
-            float *po = sc.part_o + slot * kBlockRows * a.d_v;
-#pragma unroll
-            for (int nt = 0; nt < kOTiles; ++nt) {
-                const int col = kh * kOCols + nt * 8 + q4 * 2;
-                if (col < dv) {
-                    if (row0 < rows_blk)
-                        *reinterpret_cast<float2 *>(po + row0 * dv + col) =
-                            make_float2(o[nt][0] * inv[0], o[nt][1] * inv[0]);
-                    if (row1 < rows_blk)
-                        *reinterpret_cast<float2 *>(po + row1 * dv + col) =
-                            make_float2(o[nt][2] * inv[1], o[nt][3] * inv[1]);
-                }
-            }
+            store_o_rows<kOTiles>([&](int nt, int e) { return o[nt][e]; }, inv,
+                                  sc.part_o + slot * kBlockRows * a.d_v, dv, row0, row1, q4, kh * kOCols,
+                                  dv, rows_blk);
             if (kh == 0 && q4 == 0) {
                 sc.part_lse[slot * kBlockRows + row0] = lse[0];
                 sc.part_lse[slot * kBlockRows + row1] = lse[1];

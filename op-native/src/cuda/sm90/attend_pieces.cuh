@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include "cuda/common/decode_args.cuh"
+#include "cuda/common/decode_epilogue.cuh"
 #include "cuda/common/ptx.cuh"
 #include "cuda/sm90/wgmma.cuh"
 
@@ -143,44 +144,6 @@ __device__ __forceinline__ void rescale_o(float (&o)[128], const float (&al)[2])
 }
 
 #endif  // MLA_SM90_WGMMA
-
-// ---- epilogue ----------------------------------------------------------------------------------
-
-// A row's results from its running maximum m (log2 units) and total normaliser lt: lse
-// (natural log; +inf for a finished row without keys, -inf for a piece without keys, NaN
-// when the row saw a NaN key), 1 / lt, and its largest logit (natural units).
-struct RowResult {
-    float lse, inv, max_logit;
-};
-
-__device__ __forceinline__ RowResult row_result(float m, float lt, bool complete) {
-    constexpr float kLn2 = 0.69314718055994531f;
-    RowResult r;
-    const bool seen = !(lt <= 0.f);  // NaN lt counts as seen
-    r.lse = seen ? m * kLn2 + logf(lt) : (complete ? INFINITY : -INFINITY);
-    r.inv = seen ? 1.f / lt : 0.f;
-    r.max_logit = lt != lt ? NAN : (seen ? m * kLn2 : -INFINITY);
-    return r;
-}
-
-// A thread's O fragment (one warpgroup's 256 columns from col0), times inv per row, into rows
-// of floats at dst (row stride ld); rows at or past `rows` are skipped.
-__device__ __forceinline__ void store_o_rows(const float (&o)[128], const float (&inv)[2],
-                                             float *dst, int ld, int row0, int row1, int q4,
-                                             int col0, int cols, int rows) {
-#pragma unroll
-    for (int nt = 0; nt < 32; ++nt) {
-        const int col = col0 + nt * 8 + q4 * 2;
-        if (col < cols) {
-            if (row0 < rows)
-                *reinterpret_cast<float2 *>(dst + row0 * ld + col) =
-                    make_float2(o[nt * 4 + 0] * inv[0], o[nt * 4 + 1] * inv[0]);
-            if (row1 < rows)
-                *reinterpret_cast<float2 *>(dst + row1 * ld + col) =
-                    make_float2(o[nt * 4 + 2] * inv[1], o[nt * 4 + 3] * inv[1]);
-        }
-    }
-}
 
 }  // namespace sm90
 }  // namespace cuda

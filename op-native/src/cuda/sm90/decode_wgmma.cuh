@@ -28,6 +28,7 @@
 #include "cuda/common/check.cuh"
 #include "cuda/common/decode_args.cuh"
 #include "cuda/common/ptx.cuh"
+#include "cuda/sm90/attend_pieces.cuh"
 #include "cuda/sm90/config.h"
 #include "cuda/sm90/decode_wgmma.h"
 #include "cuda/sm90/wgmma.cuh"
@@ -119,7 +120,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     constexpr int kSteps = DQK / 16, kChunks = DQK / 8;
     constexpr bool kRope = DQK > kHeadDimV;        // a column block that only S reads
     constexpr int kOTiles = kColsPerWarpgroup / 8;  // n8 column groups of a thread's O
-    constexpr float kLn2 = 0.69314718055994531f;
 
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const ScheduleArgs &sc = a.sched;
@@ -537,25 +537,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             const int r = row0 + 8 * i;
-            const float lt = s_l[r] + s_l[kBlockRows + r];
-            // NaN lt: the row saw a NaN key; lse and out stay NaN, through the combine too.
-            lse[i] = !(lt <= 0.f) ? m[i] * kLn2 + logf(lt)
-                                  : (complete ? INFINITY : -INFINITY);
-            inv[i] = !(lt <= 0.f) ? 1.f / lt : 0.f;
+            // NaN sums: the row saw a NaN key; lse and out stay NaN, through the combine too.
+            const RowResult res = row_result(m[i], s_l[r] + s_l[kBlockRows + r], complete);
+            lse[i] = res.lse;
+            inv[i] = res.inv;
         }
         if (complete) {
             asm volatile("cp.async.wait_all;\n" ::: "memory");
             __syncthreads();  // the staging area overlays Q and K
-#pragma unroll
-            for (int nt = 0; nt < kOTiles; ++nt) {
-                const int col = wg * kColsPerWarpgroup + nt * 8 + q4 * 2;
-                if (col < dv) {
-                    *reinterpret_cast<float2 *>(stage + row0 * stage_ld + col) =
-                        make_float2(o[nt * 4 + 0] * inv[0], o[nt * 4 + 1] * inv[0]);
-                    *reinterpret_cast<float2 *>(stage + row1 * stage_ld + col) =
-                        make_float2(o[nt * 4 + 2] * inv[1], o[nt * 4 + 3] * inv[1]);
-                }
-            }
+            store_o_rows(o, inv, stage, stage_ld, row0, row1, q4, wg * kColsPerWarpgroup, dv, kBlockRows);
             if (wg == 0 && q4 == 0) {
                 s_lse[row0] = lse[0];
                 s_lse[row1] = lse[1];
@@ -569,19 +559,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             __syncthreads();
         } else {
             const int64_t slot = (int64_t(mb) * sc.parts + part) * 2 + (u == us ? 0 : 1);
-            float *po = sc.part_o + slot * kBlockRows * a.d_v;
-#pragma unroll
-            for (int nt = 0; nt < kOTiles; ++nt) {
-                const int col = wg * kColsPerWarpgroup + nt * 8 + q4 * 2;
-                if (col < dv) {
-                    if (row0 < rows_blk)
-                        *reinterpret_cast<float2 *>(po + row0 * dv + col) =
-                            make_float2(o[nt * 4 + 0] * inv[0], o[nt * 4 + 1] * inv[0]);
-                    if (row1 < rows_blk)
-                        *reinterpret_cast<float2 *>(po + row1 * dv + col) =
-                            make_float2(o[nt * 4 + 2] * inv[1], o[nt * 4 + 3] * inv[1]);
-                }
-            }
+            store_o_rows(o, inv, sc.part_o + slot * kBlockRows * a.d_v, dv, row0, row1, q4,
+                         wg * kColsPerWarpgroup, dv, rows_blk);
             if (wg == 0 && q4 == 0) {
                 sc.part_lse[slot * kBlockRows + row0] = lse[0];
                 sc.part_lse[slot * kBlockRows + row1] = lse[1];
