@@ -94,6 +94,14 @@ extern "C" mla_status mla_dense_decode(const mla_dense_decode_params *p) {
 extern "C" mla_status mla_dense_decode_plan(const mla_dense_decode_params *p, mla_plan_info *info) {
     const char *op = "mla_dense_decode_plan";
     if (!p || !info) return mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params and info must not be null", op);
+    mla_dense_decode_params q = *p;  // pointers not given yet: placeholders
+    mla::api::fill_null(q.q);
+    mla::api::fill_null(q.out);
+    mla::api::fill_null(q.lse);
+    mla::api::fill_null(q.cache.data);
+    mla::api::fill_null(q.block_table);
+    mla::api::fill_null(q.cache_seqlens);
+    p = &q;
     mla_cache cache;
     mla::CacheLayout layout;
     MLA_TRY(check(*p, op, &cache, &layout));

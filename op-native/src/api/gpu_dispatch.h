@@ -26,6 +26,22 @@ inline void cpu_plan(mla_plan_info *info) {
     info->refusals[0] = 0;
 }
 
+// A stand-in for a pointer a plan query was given as NULL: the queries read no data, and a
+// pointer only counts for its alignment (a NULL one counts as aligned).
+inline const void *placeholder() {
+    alignas(256) static const char slot[256] = {0};
+    return slot;
+}
+
+template <typename T>
+void fill_null(T *&ptr) {
+    if (!ptr) ptr = static_cast<T *>(const_cast<void *>(placeholder()));
+}
+template <typename T>
+void fill_null(const T *&ptr) {
+    if (!ptr) ptr = static_cast<const T *>(placeholder());
+}
+
 // The workspace query from the plan query: bytes, or -1 with the message set.
 template <typename Params, typename PlanFn>
 int64_t workspace_from_plan(const Params *p, PlanFn plan) {

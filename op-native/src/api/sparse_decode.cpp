@@ -92,6 +92,14 @@ extern "C" mla_status mla_sparse_decode(const mla_sparse_decode_params *p) {
 extern "C" mla_status mla_sparse_decode_plan(const mla_sparse_decode_params *p, mla_plan_info *info) {
     const char *op = "mla_sparse_decode_plan";
     if (!p || !info) return mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params and info must not be null", op);
+    mla_sparse_decode_params given = *p;  // pointers not given yet: placeholders (the extra
+    mla::api::fill_null(given.q);          // set is present only with its cache data)
+    mla::api::fill_null(given.out);
+    mla::api::fill_null(given.lse);
+    mla::api::fill_null(given.keys.cache.data);
+    mla::api::fill_null(given.keys.indices);
+    if (given.extra.cache.data) mla::api::fill_null(given.extra.indices);
+    p = &given;
     mla_sparse_decode_params q;
     mla::CacheLayout keys_layout, extra_layout;
     bool has_extra = false;

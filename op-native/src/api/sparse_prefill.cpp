@@ -74,6 +74,13 @@ extern "C" mla_status mla_sparse_prefill_fwd_plan(const mla_sparse_prefill_param
                                                   mla_plan_info *info) {
     const char *op = "mla_sparse_prefill_fwd_plan";
     if (!p || !info) return mla::fail(MLA_ERR_INVALID_ARGUMENT, "%s: params and info must not be null", op);
+    mla_sparse_prefill_params given = *p;  // pointers not given yet: placeholders
+    mla::api::fill_null(given.q);
+    mla::api::fill_null(given.kv);
+    mla::api::fill_null(given.indices);
+    mla::api::fill_null(given.out);
+    mla::api::fill_null(given.lse);
+    p = &given;
     MLA_TRY(check(*p, op, false));
     if (p->exec.device < 0) {
         mla::api::cpu_plan(info);

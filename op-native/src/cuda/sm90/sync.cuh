@@ -31,14 +31,43 @@ __device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_bar) {
                  : "memory");
 }
 
-// Waits for a phase with acquire at cluster scope (the arrivals may come from a peer CTA).
-__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
+// One test of a phase with acquire at cluster scope (the arrivals may come from a peer CTA).
+__device__ __forceinline__ bool mbar_try_wait_cluster(uint32_t bar, uint32_t parity) {
+    uint32_t done;
     asm volatile(
-        "{\n.reg .pred done;\nWAITC:\n"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra WAITC;\n}\n" ::"r"(bar),
-        "r"(parity)
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
         : "memory");
+    return done != 0;
+}
+
+// With MLA4J_WATCHDOG (a build option for test hosts), a wait that lasts more than 4 seconds
+// traps: a lost arrival becomes a launch failure instead of a hang.
+struct Watchdog {
+#ifdef MLA4J_WATCHDOG
+    uint64_t start = 0;
+    uint32_t polls = 0;
+    __device__ __forceinline__ void tick() {
+        if ((++polls & 1023u) != 0) return;
+        uint64_t now;
+        asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(now));
+        if (!start)
+            start = now;
+        else if (now - start > 4000000000ull)
+            __trap();
+    }
+#else
+    __device__ __forceinline__ void tick() {}
+#endif
+};
+
+// Waits for a phase with acquire at cluster scope.
+__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
+    Watchdog w;
+    while (!mbar_try_wait_cluster(bar, parity)) w.tick();
 }
 
 // 16 bytes into shared memory at a cluster address (own or peer CTA).

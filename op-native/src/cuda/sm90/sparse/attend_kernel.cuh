@@ -223,7 +223,11 @@ __device__ __forceinline__ void produce(const DecodeArgs &a, const Ctx &c) {
             if (st == 1 && t == t0 + 1 && units_before > 0) {
                 // The epilogue's staging overlays stage 1: every earlier unit's is done.
                 const uint32_t need = units_before * 8u * uint32_t(CLUSTER);
-                while (counter_load(c.counter) < need) __nanosleep(64);
+                Watchdog w;
+                while (counter_load(c.counter) < need) {
+                    __nanosleep(64);
+                    w.tick();
+                }
             }
             const uint32_t stage = st ? c.sk1 : c.sk0;
             // Valid keys of rows 16 warp .. +15 (lane i: row 16 warp + i).
