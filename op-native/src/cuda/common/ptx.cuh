@@ -21,6 +21,13 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void *src, int s
                  : "memory");
 }
 
+// The same, prefetching the 256 bytes around src into L2 (rows gathered one by one).
+__device__ __forceinline__ void cp_async_16_l2(uint32_t dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes)
+                 : "memory");
+}
+
 // 8 bytes global -> shared (both 8-byte aligned), through L1.
 __device__ __forceinline__ void cp_async_8(uint32_t dst, const void *src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(dst), "l"(src) : "memory");

@@ -139,22 +139,29 @@ __device__ __forceinline__ uint32_t bar_at(uint32_t first, int i) { return first
 
 // ---- producer ------------------------------------------------------------------------------
 
-// One FP8 row (key k of the tile) into row r of the stage at `stage`: 4 threads per row (tq),
-// thread tq takes the 16-byte chunks tq, tq + 4, ... of the fp8 part and of the RoPE part.
-template <typename T, int DQK, int KIND, int CLUSTER>
-__device__ __forceinline__ void fp8_row(const DecodeArgs &a, const Ctx &c, uint32_t stage,
-                                        uint32_t peer_stage, uint32_t peer_bar, int r, int tq,
-                                        int64_t slot, int set) {
-    constexpr int kNope = KIND == MLA_CACHE_V32 ? 512 : 448;  // default layouts only
-    constexpr int kNopePer = kNope / 16 / 4;                  // fp8 chunks per thread
-    constexpr int kRopePer = 2;                               // 64 bf16 = 8 chunks
-    const CacheArgs &cache = a.set[set].cache;
-    const uint8_t *row = nullptr;
-    uint4 raw[kNopePer], rope[kRopePer];
-    uint4 sv = make_uint4(0, 0, 0, 0);  // V32: 4 float32 scales; MODEL1: 8 UE8M0 bytes (x, y)
-    if (slot >= 0) {
+// One FP8 row as a producer thread holds it between its loads and its stores: 4 threads per
+// row (tq), thread tq takes the 16-byte chunks tq, tq + 4, ... of the fp8 part and of the
+// RoPE part, and the row's scales (V32: 4 float32; MODEL1: 8 UE8M0 bytes in x, y).
+template <int KIND>
+struct Fp8Row {
+    static constexpr int kNope = KIND == MLA_CACHE_V32 ? 512 : 448;  // default layouts only
+    static constexpr int kNopePer = kNope / 16 / 4;                  // fp8 chunks per thread
+    static constexpr int kRopePer = 2;                               // 64 bf16 = 8 chunks
+    uint4 raw[kNopePer], rope[kRopePer], sv;
+
+    // Issues the loads of row `slot` of set `set` (< 0: a row of zeros, nothing read).
+    __device__ __forceinline__ void load(const DecodeArgs &a, int64_t slot, int set, int tq) {
+        const CacheArgs &cache = a.set[set].cache;
+        if (slot < 0) {
+#pragma unroll
+            for (int i = 0; i < kNopePer; ++i) raw[i] = make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int i = 0; i < kRopePer; ++i) rope[i] = make_uint4(0, 0, 0, 0);
+            sv = make_uint4(0, 0, 0, 0);
+            return;
+        }
         const uint8_t *bytes = static_cast<const uint8_t *>(cache.data);
-        row = bytes + fp8_row_offset(cache, slot);
+        const uint8_t *row = bytes + fp8_row_offset(cache, slot);
 #pragma unroll
         for (int i = 0; i < kNopePer; ++i) raw[i] = ld_nc_v4(row + 16 * (tq + 4 * i));
 #pragma unroll
@@ -163,112 +170,177 @@ __device__ __forceinline__ void fp8_row(const DecodeArgs &a, const Ctx &c, uint3
             sv = ld_nc_v4(row + kNope);
         } else {
             const uint2 s2 = ld_nc_v2(bytes + fp8_scale_offset(cache, slot));
-            sv.x = s2.x;
-            sv.y = s2.y;
+            sv = make_uint4(s2.x, s2.y, 0, 0);
         }
-    } else {
-#pragma unroll
-        for (int i = 0; i < kNopePer; ++i) raw[i] = make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int i = 0; i < kRopePer; ++i) rope[i] = make_uint4(0, 0, 0, 0);
     }
+
     // Scale of this thread's fp8 chunk i (values 16 (tq + 4 i) ..): V32 tile (tq + 4 i) / 8 =
     // i / 2 of 128 values; MODEL1 tile (tq + 4 i) * 16 / 64 = i of 64 values.
-    auto scale_of = [&](int i) {
+    __device__ __forceinline__ float scale(int i) const {
         if constexpr (KIND == MLA_CACHE_V32) {
             const uint32_t w = (i / 2) == 0 ? sv.x : (i / 2) == 1 ? sv.y : (i / 2) == 2 ? sv.z : sv.w;
             return __uint_as_float(w);
         } else {
             return ue8m0_value(((i < 4 ? sv.x : sv.y) >> (8 * (i & 3))) & 0xffu);
         }
-    };
-    auto put = [&](int chunk, uint4 v) {
-        const uint32_t off = swz(r, chunk);
-        st_local(stage + off, v);
-        if (CLUSTER > 1) st_peer(peer_stage + off, v, peer_bar);
-    };
-#pragma unroll
-    for (int i = 0; i < kNopePer; ++i) {
-        const int ch = tq + 4 * i;  // 16 fp8 values -> chunks 2 ch, 2 ch + 1 of T
-        const uint4 v = raw[i];
-        const float sc = scale_of(i);
-        put(2 * ch, make_uint4(dequant2<T>(v.x, sc), dequant2<T>(v.x >> 16, sc),
-                               dequant2<T>(v.y, sc), dequant2<T>(v.y >> 16, sc)));
-        put(2 * ch + 1, make_uint4(dequant2<T>(v.z, sc), dequant2<T>(v.z >> 16, sc),
-                                   dequant2<T>(v.w, sc), dequant2<T>(v.w >> 16, sc)));
     }
+
+    // Dequantises into row r of the stage at `stage` (and of the peer's, counted as bytes on
+    // its mbarrier, when CLUSTER > 1).
+    template <typename T, int CLUSTER>
+    __device__ __forceinline__ void store(uint32_t stage, uint32_t peer_stage, uint32_t peer_bar, int r,
+                                          int tq) const {
+        auto put = [&](int chunk, uint4 v) {
+            const uint32_t off = swz(r, chunk);
+            st_local(stage + off, v);
+            if (CLUSTER > 1) st_peer(peer_stage + off, v, peer_bar);
+        };
 #pragma unroll
-    for (int i = 0; i < kRopePer; ++i) put(kNope / 8 + tq + 4 * i, from_bf16x8<T>(rope[i]));
-}
+        for (int i = 0; i < kNopePer; ++i) {
+            const int ch = tq + 4 * i;  // 16 fp8 values -> chunks 2 ch, 2 ch + 1 of T
+            const uint4 v = raw[i];
+            const float sc = scale(i);
+            put(2 * ch, make_uint4(dequant2<T>(v.x, sc), dequant2<T>(v.x >> 16, sc), dequant2<T>(v.y, sc),
+                                   dequant2<T>(v.y >> 16, sc)));
+            put(2 * ch + 1, make_uint4(dequant2<T>(v.z, sc), dequant2<T>(v.z >> 16, sc), dequant2<T>(v.w, sc),
+                                       dequant2<T>(v.w >> 16, sc)));
+        }
+#pragma unroll
+        for (int i = 0; i < kRopePer; ++i) put(kNope / 8 + tq + 4 * i, from_bf16x8<T>(rope[i]));
+    }
+};
+
+// The producer's view of a unit's keys: the tiles it fills, in the consumers' order.
+struct ProducerUnit {
+    int64_t u, n0, nk;
+    int t0, t1;
+};
+
+// Row rows of the tile that PLAIN thread (group g = ptid / 8) copies: g + 16 k.
+constexpr int kPlainRowsPerThread = kTileKeys / 16;
 
 template <typename T, int DQK, int KIND, int CLUSTER>
 __device__ __forceinline__ void produce(const DecodeArgs &a, const Ctx &c) {
     constexpr bool kFp8 = KIND != MLA_CACHE_PLAIN;
-    constexpr int kChunks = DQK / 8;
     const ScheduleArgs &sc = a.sched;
     const int ptid = threadIdx.x - kConsumerThreads, warp = ptid >> 5, lane = ptid & 31;
     uint16_t *s_mask = reinterpret_cast<uint16_t *>(c.smem + smem_layout(DQK).mask);
     const uint32_t peer = c.rank ^ 1u;
     uint32_t empty_parity = 3u;  // bit s: a fresh barrier's "previous phase" counts as done
     uint32_t units_before = 0;
-    for (int64_t u = c.us; u < c.ue || (u == c.ue && c.te > 0); ++u, ++units_before) {
-        const int n_u = int(unit_tiles(sc, u));
-        const int t0 = u == c.us ? int(c.ts) : 0, t1 = u == c.ue ? int(c.te) : n_u;
-        const int64_t b = sparse_request(a, u);
-        const int64_t n0 = set_count(a, 0, b), nk = n0 + set_count(a, 1, b);
-        for (int t = t0; t < t1; ++t) {
-            const int st = (t - t0) & 1;
-            mbar_wait_cluster(bar_at(c.empty, st), (empty_parity >> st) & 1u);
-            empty_parity ^= 1u << st;
-            if (st == 1 && t == t0 + 1 && units_before > 0) {
-                // The epilogue's staging overlays stage 1: every earlier unit's is done.
-                const uint32_t need = units_before * 8u * uint32_t(CLUSTER);
-                Watchdog w;
-                while (counter_load(c.counter) < need) {
-                    __nanosleep(64);
-                    w.tick();
-                }
-            }
-            const uint32_t stage = st ? c.sk1 : c.sk0;
-            // Valid keys of rows 16 warp .. +15 (lane i: row 16 warp + i).
-            int set = 0;
-            int64_t off = -1;
-            if (lane < 16) off = sparse_key(a, u, n0, nk, int64_t(t) * kTileKeys + warp * 16 + lane, &set);
-            const uint32_t valid = __ballot_sync(0xffffffffu, off >= 0) & 0xffffu;
-            if (lane == 0) s_mask[st * 4 + warp] = uint16_t(valid);
-            if constexpr (!kFp8) {
-                // Rows 16 warp .. +15, one 16-byte chunk per lane and row; invalid: zeros.
-                const T *src_row = off >= 0 ? static_cast<const T *>(a.set[set].cache.data) + off : nullptr;
-                const uint64_t mine = reinterpret_cast<uint64_t>(src_row);
-#pragma unroll 4
-                for (int i = 0; i < 16; ++i) {
-                    const uint64_t p = __shfl_sync(0xffffffffu, mine, i);
-                    const int r = warp * 16 + i;
-                    for (int ch = lane; ch < kChunks; ch += 32)
-                        ptx::cp_async_16(stage + swz(r, ch),
-                                         p ? reinterpret_cast<const T *>(p) + ch * 8 : static_cast<const T *>(a.q),
-                                         p ? 16 : 0);
-                }
-                mbar_arrive_cp_async(bar_at(c.full_local, st));
-                __syncwarp();
-                if (lane == 0) mbar_arrive(bar_at(c.full_local, st));  // the mask
-            } else {
-                const int tq = lane & 3, rr = lane >> 2;
-                const uint32_t peer_stage = CLUSTER > 1 ? map_to_rank(stage, peer) : 0;
-                const uint32_t peer_bar = CLUSTER > 1 ? map_to_rank(bar_at(c.full_remote, st), peer) : 0;
-                if (CLUSTER > 1 && ptid == 0)  // the peer's half of the tile, as bytes
-                    mbar_arrive_expect_tx(bar_at(c.full_remote, st), uint32_t(kTileKeys / 2) * DQK * 2);
+
+    // The (unit, tile) sequence of the partition, walked one tile ahead: what a tile needs from
+    // global memory (indices, FP8 rows) is fetched before the producer waits for its stage.
+    ProducerUnit pu{c.us, 0, 0, 0, 0};
+    auto start_unit = [&](ProducerUnit *x) {
+        const int n_u = int(unit_tiles(sc, x->u));
+        x->t0 = x->u == c.us ? int(c.ts) : 0;
+        x->t1 = x->u == c.ue ? int(c.te) : n_u;
+        const int64_t b = sparse_request(a, x->u);
+        x->n0 = set_count(a, 0, b);
+        x->nk = x->n0 + set_count(a, 1, b);
+    };
+    auto in_range = [&](int64_t u) { return u < c.ue || (u == c.ue && c.te > 0); };
+    // Next (unit, tile) after (u, t), skipping units without tiles; false at the end.
+    auto advance = [&](ProducerUnit *x, int *t) {
+        if (++*t < x->t1) return true;
+        for (++x->u; in_range(x->u); ++x->u) {
+            start_unit(x);
+            *t = x->t0;
+            if (x->t0 < x->t1) return true;
+        }
+        return false;
+    };
+
+    // What the thread fetches for a tile: the validity of rows 16 warp + lane (lanes < 16), and
+    // its rows (PLAIN: source pointers of rows g + 16 k; FP8: the loaded row of the first pass).
+    struct Fetch {
+        uint32_t valid16;
+        const T *src[kPlainRowsPerThread];
+        int64_t slot2;  // FP8, one CTA: the second pass's row, loaded after the wait
+        int set2;
+    };
+    Fp8Row<KIND> row{};
+    const int tq = lane & 3, rr = lane >> 2;
+    const int g = ptid >> 3, gi = ptid & 7;  // PLAIN: 16 groups of 8 threads
+    auto fetch = [&](const ProducerUnit &x, int t, Fetch *f) {
+        const int64_t k0 = int64_t(t) * kTileKeys;
+        int set = 0;
+        int64_t off = -1;
+        if (lane < 16) off = sparse_key(a, x.u, x.n0, x.nk, k0 + warp * 16 + lane, &set);
+        f->valid16 = __ballot_sync(0xffffffffu, off >= 0) & 0xffffu;
+        if constexpr (!kFp8) {
 #pragma unroll
-                for (int pass = 0; pass < 2 / CLUSTER; ++pass) {
-                    const int r = (CLUSTER > 1 ? int(c.rank) * 32 : pass * 32) + warp * 8 + rr;
-                    int rset = 0;
-                    const int64_t slot = sparse_key(a, u, n0, nk, int64_t(t) * kTileKeys + r, &rset);
-                    fp8_row<T, DQK, KIND, CLUSTER>(a, c, stage, peer_stage, peer_bar, r, tq, slot, rset);
-                }
-                fence_proxy_async_all();  // the stores above -> wgmma reads
-                mbar_arrive(bar_at(c.full_local, st));
+            for (int k = 0; k < kPlainRowsPerThread; ++k) {
+                int rs = 0;
+                const int64_t o = sparse_key(a, x.u, x.n0, x.nk, k0 + g + 16 * k, &rs);
+                f->src[k] = o >= 0 ? static_cast<const T *>(a.set[rs].cache.data) + o : nullptr;
+            }
+        } else {
+            const int r0 = (CLUSTER > 1 ? int(c.rank) * 32 : 0) + warp * 8 + rr;
+            int rs = 0;
+            const int64_t slot = sparse_key(a, x.u, x.n0, x.nk, k0 + r0, &rs);
+            row.load(a, slot, rs, tq);
+            if (CLUSTER == 1) f->slot2 = sparse_key(a, x.u, x.n0, x.nk, k0 + 32 + r0, &f->set2);
+        }
+    };
+
+    if (!in_range(pu.u)) return;
+    start_unit(&pu);
+    int t = pu.t0;
+    if (pu.t0 >= pu.t1 && !advance(&pu, &t)) return;
+    // units_before counts the units before pu.u in this partition.
+    for (int64_t v = c.us; v < pu.u; ++v) ++units_before;
+    Fetch f;
+    fetch(pu, t, &f);
+    while (true) {
+        const int st = (t - pu.t0) & 1;
+        mbar_wait_cluster(bar_at(c.empty, st), (empty_parity >> st) & 1u);
+        empty_parity ^= 1u << st;
+        if (st == 1 && t == pu.t0 + 1 && units_before > 0) {
+            // The epilogue's staging overlays stage 1: every earlier unit's is done.
+            const uint32_t need = units_before * 8u * uint32_t(CLUSTER);
+            Watchdog w;
+            while (counter_load(c.counter) < need) {
+                __nanosleep(64);
+                w.tick();
             }
         }
+        const uint32_t stage = st ? c.sk1 : c.sk0;
+        if (lane == 0) s_mask[st * 4 + warp] = uint16_t(f.valid16);
+        if constexpr (!kFp8) {
+            // Thread gi of group g: chunk gi of every column block of rows g + 16 k; zeros
+            // (nothing read) for invalid keys.
+#pragma unroll
+            for (int k = 0; k < kPlainRowsPerThread; ++k) {
+                const T *src = f.src[k];
+                const int r = g + 16 * k;
+#pragma unroll
+                for (int cb = 0; cb < DQK / 64; ++cb)
+                    ptx::cp_async_16_l2(stage + swz(r, cb * 8 + gi), src ? src + cb * 64 + gi * 8 : static_cast<const T *>(a.q),
+                                        src ? 16 : 0);
+            }
+            mbar_arrive_cp_async(bar_at(c.full_local, st));
+            __syncwarp();
+            if (lane == 0) mbar_arrive(bar_at(c.full_local, st));  // the mask
+        } else {
+            const uint32_t peer_stage = CLUSTER > 1 ? map_to_rank(stage, peer) : 0;
+            const uint32_t peer_bar = CLUSTER > 1 ? map_to_rank(bar_at(c.full_remote, st), peer) : 0;
+            if (CLUSTER > 1 && ptid == 0)  // the peer's half of the tile, as bytes
+                mbar_arrive_expect_tx(bar_at(c.full_remote, st), uint32_t(kTileKeys / 2) * DQK * 2);
+            const int r0 = (CLUSTER > 1 ? int(c.rank) * 32 : 0) + warp * 8 + rr;
+            row.template store<T, CLUSTER>(stage, peer_stage, peer_bar, r0, tq);
+            if (CLUSTER == 1) {  // the second half of the rows, loaded now
+                row.load(a, f.slot2, f.set2, tq);
+                row.template store<T, CLUSTER>(stage, 0, 0, r0 + 32, tq);
+            }
+            fence_proxy_async_all();  // the stores above -> wgmma reads
+            mbar_arrive(bar_at(c.full_local, st));
+        }
+        const int64_t u_before = pu.u;
+        if (!advance(&pu, &t)) break;
+        units_before += uint32_t(pu.u - u_before);
+        fetch(pu, t, &f);
     }
 }
 
