@@ -216,9 +216,6 @@ struct ProducerUnit {
     int t0, t1;
 };
 
-// Row rows of the tile that PLAIN thread (group g = ptid / 8) copies: g + 16 k.
-constexpr int kPlainRowsPerThread = kTileKeys / 16;
-
 template <typename T, int DQK, int KIND, int CLUSTER>
 __device__ __forceinline__ void produce(const DecodeArgs &a, const Ctx &c) {
     constexpr bool kFp8 = KIND != MLA_CACHE_PLAIN;
@@ -252,17 +249,16 @@ __device__ __forceinline__ void produce(const DecodeArgs &a, const Ctx &c) {
         return false;
     };
 
-    // What the thread fetches for a tile: the validity of rows 16 warp + lane (lanes < 16), and
-    // its rows (PLAIN: source pointers of rows g + 16 k; FP8: the loaded row of the first pass).
+    // What the thread fetches for a tile: the validity of rows 16 warp + lane (lanes < 16) and,
+    // PLAIN, those rows' source pointers; FP8: its loaded row of the first pass.
     struct Fetch {
         uint32_t valid16;
-        const T *src[kPlainRowsPerThread];
+        uint64_t src;   // PLAIN, lanes < 16: row 16 warp + lane (0: invalid)
         int64_t slot2;  // FP8, one CTA: the second pass's row, loaded after the wait
         int set2;
     };
     Fp8Row<KIND> row{};
     const int tq = lane & 3, rr = lane >> 2;
-    const int g = ptid >> 3, gi = ptid & 7;  // PLAIN: 16 groups of 8 threads
     auto fetch = [&](const ProducerUnit &x, int t, Fetch *f) {
         const int64_t k0 = int64_t(t) * kTileKeys;
         int set = 0;
@@ -270,12 +266,7 @@ __device__ __forceinline__ void produce(const DecodeArgs &a, const Ctx &c) {
         if (lane < 16) off = sparse_key(a, x.u, x.n0, x.nk, k0 + warp * 16 + lane, &set);
         f->valid16 = __ballot_sync(0xffffffffu, off >= 0) & 0xffffu;
         if constexpr (!kFp8) {
-#pragma unroll
-            for (int k = 0; k < kPlainRowsPerThread; ++k) {
-                int rs = 0;
-                const int64_t o = sparse_key(a, x.u, x.n0, x.nk, k0 + g + 16 * k, &rs);
-                f->src[k] = o >= 0 ? static_cast<const T *>(a.set[rs].cache.data) + o : nullptr;
-            }
+            f->src = off >= 0 ? reinterpret_cast<uint64_t>(static_cast<const T *>(a.set[set].cache.data) + off) : 0;
         } else {
             const int r0 = (CLUSTER > 1 ? int(c.rank) * 32 : 0) + warp * 8 + rr;
             int rs = 0;
@@ -309,16 +300,16 @@ __device__ __forceinline__ void produce(const DecodeArgs &a, const Ctx &c) {
         const uint32_t stage = st ? c.sk1 : c.sk0;
         if (lane == 0) s_mask[st * 4 + warp] = uint16_t(f.valid16);
         if constexpr (!kFp8) {
-            // Thread gi of group g: chunk gi of every column block of rows g + 16 k; zeros
-            // (nothing read) for invalid keys.
-#pragma unroll
-            for (int k = 0; k < kPlainRowsPerThread; ++k) {
-                const T *src = f.src[k];
-                const int r = g + 16 * k;
-#pragma unroll
-                for (int cb = 0; cb < DQK / 64; ++cb)
-                    ptx::cp_async_16_l2(stage + swz(r, cb * 8 + gi), src ? src + cb * 64 + gi * 8 : static_cast<const T *>(a.q),
-                                        src ? 16 : 0);
+            // Rows 16 warp .. +15, one 16-byte chunk per lane and row (a warp copies a row's
+            // consecutive chunks); zeros (nothing read) for invalid keys.
+#pragma unroll 4
+            for (int i = 0; i < 16; ++i) {
+                const uint64_t p = __shfl_sync(0xffffffffu, f.src, i);
+                const int r = warp * 16 + i;
+                for (int ch = lane; ch < DQK / 8; ch += 32)
+                    ptx::cp_async_16(stage + swz(r, ch),
+                                     p ? reinterpret_cast<const T *>(p) + ch * 8 : static_cast<const T *>(a.q),
+                                     p ? 16 : 0);
             }
             mbar_arrive_cp_async(bar_at(c.full_local, st));
             __syncwarp();
