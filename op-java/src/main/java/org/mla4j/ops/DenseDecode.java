@@ -180,9 +180,9 @@ public class DenseDecode extends MlaOp {
         try (MlaLib.mla_dense_decode_params p = params(ops, q, cache, table, seqlens, sink, positions, out, lse, dV,
                 causal, scaleArg, rope)) {
             if (ops.device() >= 0) {
+                // -1: the library refuses the call; the call itself then says why, with its status.
                 long ws = MlaLib.mla_dense_decode_workspace_size(p);
-                if (ws < 0) NativeLib.check(MlaLib.MLA_ERR_INVALID_ARGUMENT);
-                p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
+                if (ws > 0) p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
             }
             NativeLib.check(MlaLib.mla_dense_decode(p));
         }

@@ -215,9 +215,9 @@ public class SparseDecode extends MlaOp {
                               INDArray out, INDArray lse, long dV, double scaleArg, RopeConfig rope) {
         try (MlaLib.mla_sparse_decode_params p = params(ops, q, keys, extra, sink, positions, out, lse, dV, scaleArg, rope)) {
             if (ops.device() >= 0) {
+                // -1: the library refuses the call; the call itself then says why, with its status.
                 long ws = MlaLib.mla_sparse_decode_workspace_size(p);
-                if (ws < 0) NativeLib.check(MlaLib.MLA_ERR_INVALID_ARGUMENT);
-                p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
+                if (ws > 0) p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
             }
             NativeLib.check(MlaLib.mla_sparse_decode(p));
         }
