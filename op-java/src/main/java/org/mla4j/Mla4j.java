@@ -71,9 +71,10 @@ public final class Mla4j {
     }
 
     /**
-     * Runs plugin ops that have a CUDA kernel (dense decode) on GPU {@code device}, copying
-     * their small operands in and results out; ND4J's arrays stay on the CPU backend. The same
-     * switch as {@code -Dmla4j.device=<ordinal>} (or {@code gpu}); see {@link Placement}.
+     * Runs plugin ops that have a CUDA kernel (dense decode, sparse decode, the sparse prefill
+     * forward) on GPU {@code device}, copying their operands in and results out; ND4J's arrays
+     * stay on the CPU backend and every other op runs on the CPU. The same switch as
+     * {@code -Dmla4j.device=<ordinal>} (or {@code gpu}); see {@link Placement}.
      */
     public static void useGpu(int device) {
         Placement.useGpu(device);

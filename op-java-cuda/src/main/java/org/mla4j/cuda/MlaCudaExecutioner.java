@@ -13,8 +13,9 @@ import org.nd4j.linalg.jcublas.ops.executioner.CudaExecutioner;
 
 /**
  * ND4J's CUDA executioner with one change: mla4j ops run through the plugin's native library.
- * Ops with a CUDA kernel (dense decode, KV append) run in place on ND4J's device buffers,
- * ordered on ND4J's stream for the thread; the others run on the host copies of their arrays.
+ * Ops with a CUDA kernel (dense and sparse decode, the sparse prefill forward, KV append) run
+ * in place on ND4J's device buffers, ordered on ND4J's stream for the thread; the others run on
+ * the host copies of their arrays.
  * {@link org.mla4j.Mla4j#install()} installs it when ND4J runs on nd4j-cuda-11.6.
  *
  * <p>ND4J 1.0.0-M2.1's CUDA library holds machine code for sm_37..sm_86 only and needs CUDA 11;

@@ -65,6 +65,30 @@ final class BlockPool {
         return lengths.get(NDArrayIndex.interval(0, b));
     }
 
+    /**
+     * The cache slots ({@code block * blockSize + offset}) of token positions: {@code positions}
+     * INT [b, ...] holds positions of sequence i in row i; a position outside
+     * {@code [0, length(i))} becomes -1 (an entry sparse decode skips).
+     */
+    INDArray slots(String op, INDArray positions) {
+        if (positions == null || positions.dataType() != DataType.INT || positions.rank() < 1
+                || positions.size(0) > maxBatch()) {
+            throw new MlaException(op + ": positions must be INT [b <= " + maxBatch() + ", ...], got "
+                    + (positions == null ? "null" : positions.dataType() + " " + Arrays.toString(positions.shape())));
+        }
+        int b = (int) positions.size(0);
+        int[] p = positions.dup('c').data().asInt();
+        int perRow = b == 0 ? 0 : p.length / b;
+        int[] slots = new int[p.length];
+        for (int i = 0; i < b; i++) {
+            for (int j = i * perRow; j < (i + 1) * perRow; j++) {
+                int t = p[j];
+                slots[j] = t >= 0 && t < seqlens[i] ? blocks[i][t / blockSize] * blockSize + t % blockSize : -1;
+            }
+        }
+        return Nd4j.createFromArray(slots).reshape(positions.shape());
+    }
+
     /** Checks that sequences 0..b-1 can take n more tokens each, then gives them the blocks. */
     void reserve(int b, int n) {
         for (int i = 0; i < b; i++) {

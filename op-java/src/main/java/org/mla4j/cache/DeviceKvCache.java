@@ -3,6 +3,8 @@ package org.mla4j.cache;
 import java.util.Arrays;
 import org.mla4j.MlaException;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.exec.Plan;
+import org.mla4j.exec.PlanOperands;
 import org.mla4j.gpu.CudaStream;
 import org.mla4j.gpu.DeviceBuffer;
 import org.mla4j.gpu.DeviceCall;
@@ -12,6 +14,7 @@ import org.mla4j.ops.CacheLayout;
 import org.mla4j.ops.DenseDecode;
 import org.mla4j.ops.KvAppend;
 import org.mla4j.ops.RopeConfig;
+import org.mla4j.ops.SparseDecode;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -19,9 +22,9 @@ import org.nd4j.linalg.factory.Nd4j;
 /**
  * A paged KV cache that lives on a GPU: the block pool, the block table and the cached lengths
  * are device memory, rows are appended (and for the FP8 layouts quantised) by a kernel on the
- * device, and dense decode reads the cache where it is. A step copies only its own small
- * tensors: the new rows and the queries in, the outputs and lse out, and the block-table rows
- * that changed. The page bookkeeping stays on the host, so every slot written is checked there.
+ * device, and dense and sparse decode read the cache where it is. A step copies only its own
+ * small tensors: the new rows, the queries and the sparse indices in, the outputs and lse out,
+ * and the block-table rows that changed. The page bookkeeping stays on the host, so every slot written is checked there.
  *
  * <pre>{@code
  * try (DeviceKvCache cache = DeviceKvCache.plain(0, DataType.BFLOAT16, 576, 64, 4096, 128, 64)) {
@@ -169,18 +172,7 @@ public final class DeviceKvCache implements KvCache {
     public void decodeInto(DeviceCall call, INDArray q, int dV, boolean causal, double softmaxScale, INDArray sink,
                            INDArray outPositions, RopeConfig rope, INDArray out, INDArray lse) {
         checkDecode(q, dV, sink, outPositions);
-        int b = (int) q.size(0);
-        long sQ = q.size(1), hQ = q.size(2);
-        if (!Arrays.equals(out.shape(), new long[] {b, sQ, hQ, dV}) || out.dataType() != q.dataType()
-                || !Arrays.equals(lse.shape(), new long[] {b, hQ, sQ}) || lse.dataType() != DataType.FLOAT) {
-            throw new MlaException("DeviceKvCache.decode: out must be " + q.dataType() + " [" + b + ", " + sQ + ", "
-                    + hQ + ", " + dV + "] and lse FLOAT [" + b + ", " + hQ + ", " + sQ + "], got " + out.dataType() + " "
-                    + Arrays.toString(out.shape()) + " and " + lse.dataType() + " " + Arrays.toString(lse.shape()));
-        }
-        if (call.device() != device) {
-            throw new MlaException("DeviceKvCache.decode: the call runs on device " + call.device()
-                    + " but the cache lives on device " + device);
-        }
+        checkOutputs("DeviceKvCache.decode", call, q, dV, out, lse);
         queueDecode(call, q, dV, causal, softmaxScale, sink, outPositions, rope, out, lse);
     }
 
@@ -196,20 +188,33 @@ public final class DeviceKvCache implements KvCache {
     }
 
     private void checkDecode(INDArray q, int dV, INDArray sink, INDArray outPositions) {
-        requireOpen();
         String op = "DeviceKvCache.decode";
-        if (q.rank() != 4 || q.size(3) != dQk || q.size(0) < 1 || q.size(0) > pool.maxBatch()) {
-            throw new MlaException(op + ": q must be [1 <= b <= " + pool.maxBatch() + ", s_q, h_q, " + dQk + "], got "
-                    + Arrays.toString(q.shape()));
+        checkQuery(op, q, dV, true);
+        checkSinkAndPositions(op, q, sink, outPositions);
+    }
+
+    /** q [b, s_q, h_q, dQk] of a type this cache's rows allow (b within maxBatch: dense decode), dV. */
+    private void checkQuery(String op, INDArray q, int dV, boolean withinBatch) {
+        requireOpen();
+        if (q == null || q.rank() != 4 || q.size(3) != dQk || withinBatch && (q.size(0) < 1 || q.size(0) > pool.maxBatch())) {
+            throw new MlaException(op + ": q must be [" + (withinBatch ? "1 <= b <= " + pool.maxBatch() : "b")
+                    + ", s_q, h_q, " + dQk + "], got " + (q == null ? "null" : Arrays.toString(q.shape())));
         }
         if (!q.dataType().isFPType() || !layout.isFp8() && q.dataType() != plainType) {
             throw new MlaException(op + ": q must be " + (layout.isFp8() ? "floating point" : plainType.toString())
                     + ", got " + q.dataType());
         }
-        int valueDims = layout.isFp8() ? layout.valueDims() : dQk;
+        int valueDims = valueDims();
         if (dV < 1 || dV > valueDims) throw new MlaException(op + ": dV must be in [1, " + valueDims + "], got " + dV);
-        int b = (int) q.size(0);
-        long sQ = q.size(1), hQ = q.size(2);
+    }
+
+    /** Value dims a row provides: the latent part of V32, the whole row otherwise. */
+    private int valueDims() {
+        return layout.isFp8() ? layout.valueDims() : dQk;
+    }
+
+    private static void checkSinkAndPositions(String op, INDArray q, INDArray sink, INDArray outPositions) {
+        long b = q.size(0), sQ = q.size(1), hQ = q.size(2);
         if (sink != null && (sink.dataType() != DataType.FLOAT || !Arrays.equals(sink.shape(), new long[] {hQ}))) {
             throw new MlaException(op + ": sink must be FLOAT [" + hQ + "], got " + sink.dataType() + " "
                     + Arrays.toString(sink.shape()));
@@ -218,6 +223,161 @@ public final class DeviceKvCache implements KvCache {
                 || !Arrays.equals(outPositions.shape(), new long[] {b, sQ}))) {
             throw new MlaException(op + ": outPositions must be INT [" + b + ", " + sQ + "], got "
                     + outPositions.dataType() + " " + Arrays.toString(outPositions.shape()));
+        }
+    }
+
+    /** out [b, s_q, h_q, dV] of q's type and lse FLOAT [b, h_q, s_q], row-major host arrays; the call on this device. */
+    private void checkOutputs(String op, DeviceCall call, INDArray q, int dV, INDArray out, INDArray lse) {
+        long b = q.size(0), sQ = q.size(1), hQ = q.size(2);
+        if (out == null || lse == null || !Arrays.equals(out.shape(), new long[] {b, sQ, hQ, dV})
+                || out.dataType() != q.dataType() || !Arrays.equals(lse.shape(), new long[] {b, hQ, sQ})
+                || lse.dataType() != DataType.FLOAT || !rowMajor(out) || !rowMajor(lse)) {
+            throw new MlaException(op + ": out must be " + q.dataType() + " [" + b + ", " + sQ + ", " + hQ + ", " + dV
+                    + "] and lse FLOAT [" + b + ", " + hQ + ", " + sQ + "], both row-major and not views, got "
+                    + shapeOf(out) + " and " + shapeOf(lse));
+        }
+        if (call.device() != device) {
+            throw new MlaException(op + ": the call runs on device " + call.device() + " but the cache lives on device "
+                    + device);
+        }
+    }
+
+    private static String shapeOf(INDArray a) {
+        return a == null ? "null" : a.dataType() + " " + Arrays.toString(a.shape()) + (a.isView() ? " (a view)" : "")
+                + (a.ordering() != 'c' ? " (order " + a.ordering() + ")" : "");
+    }
+
+    // ---- sparse decode ----
+
+    /**
+     * Sparse decode over the device-resident rows (ops.md section 2): {@code indices INT
+     * [b, s_q, topk]} are slots {@code block * blockSize + offset} of this cache's pool
+     * ({@link #slots} turns positions into slots); b is not bound to maxBatch, since the
+     * indices name rows of any sequence. {@code extra}, when given, is a second
+     * {@code DeviceKvCache} on the same device (e.g. V4's compressed entries) with its own
+     * indices and lengths, attended in the same softmax. Copies q, the indices, lengths, sink
+     * and positions in, out and lse back.
+     */
+    @Override
+    public INDArray[] sparseDecode(INDArray q, int dV, double softmaxScale, INDArray indices, INDArray topkLength,
+                                   SparseKeys extra, INDArray sink, INDArray outPositions, RopeConfig rope) {
+        DeviceKvCache e = checkSparse(q, dV, indices, topkLength, extra, sink, outPositions);
+        long b = q.size(0), sQ = q.size(1), hQ = q.size(2);
+        INDArray out = Nd4j.createUninitialized(q.dataType(), b, sQ, hQ, dV);
+        INDArray lse = Nd4j.createUninitialized(DataType.FLOAT, b, hQ, sQ);
+        try (DeviceCall call = DeviceCall.open(device)) {
+            queueSparse(call, q, dV, softmaxScale, indices, topkLength, extra, e, sink, outPositions, rope, out, lse);
+            call.finish();
+        }
+        return new INDArray[] {out, lse};
+    }
+
+    /**
+     * Sparse decode into arrays the caller keeps between steps ({@code out [b, s_q, h_q, dV]}
+     * of q's type, {@code lse FLOAT [b, h_q, s_q]}, row-major host arrays), as
+     * {@link #decodeInto} does for dense decode.
+     */
+    public void sparseDecodeInto(INDArray q, int dV, double softmaxScale, INDArray indices, INDArray topkLength,
+                                 SparseKeys extra, INDArray sink, INDArray outPositions, RopeConfig rope, INDArray out,
+                                 INDArray lse) {
+        try (DeviceCall call = DeviceCall.open(device)) {
+            sparseDecodeInto(call, q, dV, softmaxScale, indices, topkLength, extra, sink, outPositions, rope, out, lse);
+            call.finish();
+        }
+    }
+
+    /**
+     * Queues sparse decode on a call the caller owns: arrays {@linkplain DeviceCall#bind bound}
+     * to device memory (q, indices, out, ...) are used in place, others copied; out and lse
+     * are written when the caller finishes the call. Arguments are checked as by
+     * {@link #sparseDecode}.
+     */
+    public void sparseDecodeInto(DeviceCall call, INDArray q, int dV, double softmaxScale, INDArray indices,
+                                 INDArray topkLength, SparseKeys extra, INDArray sink, INDArray outPositions,
+                                 RopeConfig rope, INDArray out, INDArray lse) {
+        DeviceKvCache e = checkSparse(q, dV, indices, topkLength, extra, sink, outPositions);
+        checkOutputs("DeviceKvCache.sparseDecode", call, q, dV, out, lse);
+        queueSparse(call, q, dV, softmaxScale, indices, topkLength, extra, e, sink, outPositions, rope, out, lse);
+    }
+
+    /**
+     * The plan of the sparse decode these arguments make (the native plan query; nothing runs):
+     * which implementation runs it, e.g. {@code sm90_sparse} or {@code cuda_core}, and why the
+     * others refused.
+     */
+    public Plan sparseDecodePlan(INDArray q, int dV, double softmaxScale, INDArray indices, INDArray topkLength,
+                                 SparseKeys extra, INDArray sink, INDArray outPositions, RopeConfig rope) {
+        DeviceKvCache e = checkSparse(q, dV, indices, topkLength, extra, sink, outPositions);
+        long b = q.size(0), sQ = q.size(1), hQ = q.size(2);
+        // Outputs stand in for their shapes: the plan query reads no memory.
+        INDArray out = Nd4j.createUninitialized(q.dataType(), b, sQ, hQ, dV);
+        INDArray lse = Nd4j.createUninitialized(DataType.FLOAT, b, hQ, sQ);
+        PlanOperands ops = new PlanOperands(device);
+        return SparseDecode.plan(ops, contiguous(q), keySet(indices, topkLength),
+                e == null ? null : e.keySet(extra.indices(), extra.topkLength()), contiguous(sink),
+                contiguous(outPositions), out, lse, dV, softmaxScale, rope == null ? RopeConfig.none() : rope);
+    }
+
+    @Override
+    public INDArray slots(INDArray positions) {
+        requireOpen();
+        return pool.slots("DeviceKvCache.slots", positions);
+    }
+
+    private void queueSparse(DeviceCall call, INDArray q, int dV, double softmaxScale, INDArray indices,
+                             INDArray topkLength, SparseKeys extra, DeviceKvCache e, INDArray sink,
+                             INDArray outPositions, RopeConfig rope, INDArray out, INDArray lse) {
+        SparseDecode.launch(call, contiguous(q), keySet(indices, topkLength),
+                e == null ? null : e.keySet(extra.indices(), extra.topkLength()), contiguous(sink),
+                contiguous(outPositions), out, lse, dV, softmaxScale, rope == null ? RopeConfig.none() : rope);
+    }
+
+    /** This cache as a key set of sparse decode (its pool in place, the indices copied by the call). */
+    private SparseDecode.KeySet keySet(INDArray indices, INDArray topkLength) {
+        return new SparseDecode.KeySet(this::describe, contiguous(indices), contiguous(topkLength));
+    }
+
+    /** Checks a sparse decode's arguments; returns the extra cache (null without one). */
+    private DeviceKvCache checkSparse(INDArray q, int dV, INDArray indices, INDArray topkLength, SparseKeys extra,
+                                      INDArray sink, INDArray outPositions) {
+        String op = "DeviceKvCache.sparseDecode";
+        checkQuery(op, q, dV, false);
+        checkSinkAndPositions(op, q, sink, outPositions);
+        checkIndices(op, "indices", "topkLength", q, indices, topkLength);
+        if (extra == null) return null;
+        if (!(extra.cache() instanceof DeviceKvCache)) {
+            throw new MlaException(op + ": the extra key set must be a DeviceKvCache too, got "
+                    + extra.cache().getClass().getSimpleName());
+        }
+        DeviceKvCache e = (DeviceKvCache) extra.cache();
+        e.requireOpen();
+        if (e.device != device) {
+            throw new MlaException(op + ": the extra cache lives on device " + e.device + ", this cache on device "
+                    + device);
+        }
+        if (e.dQk != dQk || e.valueDims() != valueDims()) {
+            throw new MlaException(op + ": the extra cache (" + e.layout + ", dQk " + e.dQk + ", " + e.valueDims()
+                    + " value dims) must match this cache (" + layout + ", dQk " + dQk + ", " + valueDims()
+                    + " value dims)");
+        }
+        if (!e.layout.isFp8() && q.dataType() != e.plainType) {
+            throw new MlaException(op + ": q must be " + e.plainType + " (the extra cache's rows), got " + q.dataType());
+        }
+        checkIndices(op, "extra indices", "extra topkLength", q, extra.indices(), extra.topkLength());
+        return e;
+    }
+
+    private static void checkIndices(String op, String idxName, String lenName, INDArray q, INDArray indices,
+                                     INDArray topkLength) {
+        long b = q.size(0), sQ = q.size(1);
+        if (indices == null || indices.dataType() != DataType.INT || indices.rank() != 3 || indices.size(0) != b
+                || indices.size(1) != sQ) {
+            throw new MlaException(op + ": " + idxName + " must be INT [" + b + ", " + sQ + ", topk], got "
+                    + shapeOf(indices));
+        }
+        if (topkLength != null && (topkLength.dataType() != DataType.INT
+                || !Arrays.equals(topkLength.shape(), new long[] {b}))) {
+            throw new MlaException(op + ": " + lenName + " must be INT [" + b + "], got " + shapeOf(topkLength));
         }
     }
 
@@ -274,7 +434,12 @@ public final class DeviceKvCache implements KvCache {
     }
 
     private static INDArray contiguous(INDArray a) {
-        return a == null || !a.isView() && a.ordering() == 'c' ? a : a.dup('c');
+        return a == null || rowMajor(a) ? a : a.dup('c');
+    }
+
+    /** Row-major elements from the start of the array's own buffer. */
+    private static boolean rowMajor(INDArray a) {
+        return !a.isView() && a.ordering() == 'c';
     }
 
     private void requireOpen() {

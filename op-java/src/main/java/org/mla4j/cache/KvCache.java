@@ -7,8 +7,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
  * A paged KV cache for decode: sequences 0..maxBatch-1 append rows of {@code dQk} values (one
- * KV head) and attend everything they hold with dense decode. {@link PagedKvCache} keeps it in
- * host memory; {@link DeviceKvCache} on a GPU. Not thread-safe: one decoding loop owns a cache.
+ * KV head) and attend everything they hold with dense decode, or the rows a top-k selected
+ * with sparse decode. {@link PagedKvCache} keeps it in host memory; {@link DeviceKvCache} on a
+ * GPU. Not thread-safe: one decoding loop owns a cache.
  */
 public interface KvCache extends AutoCloseable {
     CacheLayout layout();
@@ -49,6 +50,33 @@ public interface KvCache extends AutoCloseable {
     /** Dense decode with an optional sink [h_q] and VVPA output rotation (positions [b, s_q]). */
     INDArray[] decode(INDArray q, int dV, boolean causal, double softmaxScale, INDArray sink,
                       INDArray outPositions, RopeConfig rope);
+
+    /**
+     * Sparse decode (ops.md section 2) of {@code q [b, s_q, h_q, dQk]} over the rows of this
+     * cache that {@code indices INT [b, s_q, topk]} select: slots {@code block * blockSize +
+     * offset} of the pool (see {@link #slots}); a negative slot or one past the pool is skipped.
+     * Only the first {@code topkLength[i]} entries of request i count when {@code topkLength
+     * INT [b]} is given. {@code extra} (optional) is a second key set, a cache of the same kind
+     * with its own indices and lengths, in the same softmax. Optional: {@code sink FLOAT [h_q]},
+     * the VVPA output rotation ({@code outPositions INT [b, s_q]} with {@code rope}).
+     *
+     * @return [out [b, s_q, h_q, dV] in q's type, lse float32 [b, h_q, s_q]]
+     */
+    INDArray[] sparseDecode(INDArray q, int dV, double softmaxScale, INDArray indices, INDArray topkLength,
+                            SparseKeys extra, INDArray sink, INDArray outPositions, RopeConfig rope);
+
+    /** Sparse decode over this cache alone, without sink or rotation. */
+    default INDArray[] sparseDecode(INDArray q, int dV, double softmaxScale, INDArray indices, INDArray topkLength) {
+        return sparseDecode(q, dV, softmaxScale, indices, topkLength, null, null, null, null);
+    }
+
+    /**
+     * The slots sparse decode takes for token positions: {@code positions INT [b, ...]} holds
+     * positions of sequence i in row i (e.g. a top-k over that sequence); each becomes
+     * {@code block * blockSize + offset} of the block that holds it, or -1 when the sequence
+     * does not hold that position.
+     */
+    INDArray slots(INDArray positions);
 
     /** Forgets sequence i and returns its blocks to the pool. */
     void reset(int i);

@@ -6,6 +6,7 @@ import org.mla4j.ops.CacheLayout;
 import org.mla4j.ops.DenseDecode;
 import org.mla4j.ops.KvAppend;
 import org.mla4j.ops.RopeConfig;
+import org.mla4j.ops.SparseDecode;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -23,9 +24,9 @@ import org.nd4j.linalg.factory.Nd4j;
  * INDArray[] outLse = cache.decode(q, 64, true, scale); // dense decode over everything cached
  * }</pre>
  *
- * Under the GPU placement ({@link org.mla4j.gpu.Placement}) decode copies this cache to the
- * device on every call; a {@link DeviceKvCache} keeps it there. Not thread-safe: one decoding
- * loop owns a cache.
+ * Under the GPU placement ({@link org.mla4j.gpu.Placement}) decode and sparse decode copy
+ * this cache to the device on every call; a {@link DeviceKvCache} keeps it there. Not
+ * thread-safe: one decoding loop owns a cache.
  */
 public final class PagedKvCache implements KvCache {
     private final CacheLayout layout;
@@ -103,6 +104,34 @@ public final class PagedKvCache implements KvCache {
         if (layout.isFp8()) o.fp8(layout, blockSize);
         if (rope != null) o.rope(rope);
         return Nd4j.exec(new DenseDecode(q, data, pool.tableRows(b).dup(), pool.lengthRows(b).dup(), sink, outPositions, o));
+    }
+
+    /**
+     * Sparse decode with the CPU kernel (or, under the GPU placement, with this cache copied to
+     * the device per call); {@code extra}'s cache must be a {@code PagedKvCache} too.
+     */
+    @Override
+    public INDArray[] sparseDecode(INDArray q, int dV, double softmaxScale, INDArray indices, INDArray topkLength,
+                                   SparseKeys extra, INDArray sink, INDArray outPositions, RopeConfig rope) {
+        SparseDecode.Options o = new SparseDecode.Options(dV).softmaxScale(softmaxScale);
+        if (layout.isFp8()) o.fp8(layout, blockSize);
+        if (rope != null) o.rope(rope);
+        PagedKvCache e = null;
+        if (extra != null) {
+            if (!(extra.cache() instanceof PagedKvCache)) {
+                throw new MlaException("PagedKvCache.sparseDecode: the extra key set must be a PagedKvCache too, got "
+                        + extra.cache().getClass().getSimpleName());
+            }
+            e = (PagedKvCache) extra.cache();
+            if (e.layout.isFp8()) o.extraFp8(e.layout, e.blockSize);
+        }
+        return Nd4j.exec(new SparseDecode(q, data, indices, topkLength, e == null ? null : e.data,
+                e == null ? null : extra.indices(), e == null ? null : extra.topkLength(), sink, outPositions, o));
+    }
+
+    @Override
+    public INDArray slots(INDArray positions) {
+        return pool.slots("PagedKvCache.slots", positions);
     }
 
     @Override

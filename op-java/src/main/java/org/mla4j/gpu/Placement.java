@@ -10,7 +10,9 @@ import org.slf4j.LoggerFactory;
  * device 0 when one is present, else the CPU with a warning; or a device ordinal, which must
  * exist) or at run time with {@link #useGpu(int)} / {@link #useCpu()} (also on
  * {@link org.mla4j.Mla4j}). With a GPU chosen, ops that have a CUDA kernel copy their inputs to
- * the device, run there and copy their outputs back; ops without one run on the CPU as before.
+ * the device, run there and copy their outputs back; ops without one run on the CPU as before
+ * (each op says which: {@code MlaOp.hasDeviceKernel()}, and where it runs now:
+ * {@code MlaOp.runsOn()}).
  */
 public final class Placement {
     /** System property of the switch. */

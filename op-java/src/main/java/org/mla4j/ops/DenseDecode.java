@@ -4,6 +4,8 @@ import java.util.List;
 import java.util.function.Consumer;
 import org.mla4j.exec.NativeLib;
 import org.mla4j.exec.Operands;
+import org.mla4j.exec.Plan;
+import org.mla4j.exec.PlanOperands;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -145,6 +147,29 @@ public class DenseDecode extends MlaOp {
     }
 
     /**
+     * The plan of this (eager) call on {@code device} (-1: the CPU): which implementation runs
+     * it and why the others refused (the native plan query; nothing runs). Inputs are checked
+     * as by a call.
+     */
+    public Plan plan(int device) {
+        INDArray[] in = checkedInputs();
+        INDArray[] out = plannedOutputs(in);
+        int next = 4;
+        INDArray sink = hasSink() ? in[next++] : null;
+        INDArray pos = hasRotation() ? in[next] : null;
+        CacheLayout l = layout();
+        long bs = blockSizeArg();
+        PlanOperands ops = new PlanOperands(device);
+        return plan(ops, in[0], c -> CacheArg.fill(c, in[1], l, bs, ops.in(in[1])), in[2], in[3], sink, pos, out[0],
+                out[1], dV(), causal(), targ(0), rope());
+    }
+
+    /** The plan of this call where the placement switch sends it now ({@link #runsOn()}). */
+    public Plan plan() {
+        return plan(runsOn());
+    }
+
+    /**
      * Fills the native parameters from the operands (host memory or device copies) and runs
      * the kernel; {@code cache} describes the cache (its data pointer included). Device calls
      * take their workspace from the operands.
@@ -152,26 +177,45 @@ public class DenseDecode extends MlaOp {
     public static void launch(Operands ops, INDArray q, Consumer<MlaLib.mla_cache> cache, INDArray table,
                               INDArray seqlens, INDArray sink, INDArray positions, INDArray out, INDArray lse,
                               long dV, boolean causal, double scaleArg, RopeConfig rope) {
-        try (MlaLib.mla_dense_decode_params p = new MlaLib.mla_dense_decode_params()) {
-            p.dtype(NativeLib.dtype(q.dataType())).b(q.size(0)).s_q(q.size(1)).h_q(q.size(2))
-                    .d_qk(q.size(3)).d_v(dV).q(ops.in(q))
-                    .q_stride(0, q.stride(0)).q_stride(1, q.stride(1)).q_stride(2, q.stride(2));
-            cache.accept(p.cache());
-            p.block_table(ints(ops.in(table))).max_blocks_per_seq(table.size(1))
-                    .block_table_stride(table.stride(0)).cache_seqlens(ints(ops.in(seqlens)))
-                    .softmax_scale((float) Scale.resolve(scaleArg, q.size(3))).causal(causal ? 1 : 0)
-                    .sink(floats(ops.in(sink)));
-            Rotation.fill(p.out_rotation(), positions == null ? null : ints(ops.in(positions)), rope);
-            p.out(ops.out(out)).out_stride(0, out.stride(0)).out_stride(1, out.stride(1))
-                    .out_stride(2, out.stride(2)).lse(floats(ops.out(lse)));
-            p.exec().device(ops.device()).num_threads(0).stream(ops.stream());
+        try (MlaLib.mla_dense_decode_params p = params(ops, q, cache, table, seqlens, sink, positions, out, lse, dV,
+                causal, scaleArg, rope)) {
             if (ops.device() >= 0) {
+                // -1: the library refuses the call; the call itself then says why, with its status.
                 long ws = MlaLib.mla_dense_decode_workspace_size(p);
-                if (ws < 0) NativeLib.check(MlaLib.MLA_ERR_INVALID_ARGUMENT);
-                p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
+                if (ws > 0) p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
             }
             NativeLib.check(MlaLib.mla_dense_decode(p));
         }
+    }
+
+    /** The plan of the call {@link #launch} would make with these arguments (nothing runs). */
+    public static Plan plan(Operands ops, INDArray q, Consumer<MlaLib.mla_cache> cache, INDArray table,
+                            INDArray seqlens, INDArray sink, INDArray positions, INDArray out, INDArray lse,
+                            long dV, boolean causal, double scaleArg, RopeConfig rope) {
+        try (MlaLib.mla_dense_decode_params p = params(ops, q, cache, table, seqlens, sink, positions, out, lse, dV,
+                causal, scaleArg, rope)) {
+            return Plan.query(info -> MlaLib.mla_dense_decode_plan(p, info));
+        }
+    }
+
+    private static MlaLib.mla_dense_decode_params params(Operands ops, INDArray q, Consumer<MlaLib.mla_cache> cache,
+                                                         INDArray table, INDArray seqlens, INDArray sink,
+                                                         INDArray positions, INDArray out, INDArray lse, long dV,
+                                                         boolean causal, double scaleArg, RopeConfig rope) {
+        MlaLib.mla_dense_decode_params p = new MlaLib.mla_dense_decode_params();
+        p.dtype(NativeLib.dtype(q.dataType())).b(q.size(0)).s_q(q.size(1)).h_q(q.size(2))
+                .d_qk(q.size(3)).d_v(dV).q(ops.in(q))
+                .q_stride(0, q.stride(0)).q_stride(1, q.stride(1)).q_stride(2, q.stride(2));
+        cache.accept(p.cache());
+        p.block_table(ints(ops.in(table))).max_blocks_per_seq(table.size(1))
+                .block_table_stride(table.stride(0)).cache_seqlens(ints(ops.in(seqlens)))
+                .softmax_scale((float) Scale.resolve(scaleArg, q.size(3))).causal(causal ? 1 : 0)
+                .sink(floats(ops.in(sink)));
+        Rotation.fill(p.out_rotation(), positions == null ? null : ints(ops.in(positions)), rope);
+        p.out(ops.out(out)).out_stride(0, out.stride(0)).out_stride(1, out.stride(1))
+                .out_stride(2, out.stride(2)).lse(floats(ops.out(lse)));
+        p.exec().device(ops.device()).num_threads(0).stream(ops.stream());
+        return p;
     }
 
     @Override

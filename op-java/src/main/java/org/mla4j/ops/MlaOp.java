@@ -201,17 +201,26 @@ public abstract class MlaOp extends DynamicCustomOp {
     }
 
     /**
-     * Runs {@code launch} where the placement switch says ({@link Placement}): on the host with
-     * the arrays' own memory, or on a GPU with device copies of the operands (outputs copied
-     * back before this returns). Ops with a CUDA kernel call this from {@link #compute}.
+     * Where the placement switch runs this op now: the CUDA device it chose
+     * ({@link Placement#device()}) when the op has a CUDA kernel, else -1 (the CPU): an op
+     * without one runs on the CPU whatever the switch says.
      */
-    protected static void place(Consumer<Operands> launch) {
+    public int runsOn() {
+        return hasDeviceKernel() ? Placement.device() : -1;
+    }
+
+    /**
+     * Runs {@code launch} where {@link #runsOn()} says: on the host with the arrays' own
+     * memory, or on a GPU with device copies of the operands (outputs copied back before this
+     * returns). Ops call this from {@link #compute}.
+     */
+    protected void place(Consumer<Operands> launch) {
         Operands backend = BACKEND_OPERANDS.get();
         if (backend != null) {
             launch.accept(backend);
             return;
         }
-        int device = Placement.device();
+        int device = runsOn();
         if (device < 0) {
             launch.accept(HostOperands.INSTANCE);
             return;
@@ -220,6 +229,26 @@ public abstract class MlaOp extends DynamicCustomOp {
             launch.accept(call);
             call.finish();
         }
+    }
+
+    /**
+     * An eager op's inputs, checked, as {@link #compute} would get them (row-major
+     * contiguous): for plan queries, which must see the strides a call passes.
+     */
+    protected INDArray[] checkedInputs() {
+        INDArray[] in = inputs(null);
+        outputShapes(in);
+        INDArray[] c = new INDArray[in.length];
+        for (int i = 0; i < in.length; i++) c[i] = contiguous(in[i]);
+        return c;
+    }
+
+    /** Outputs of the shapes a call on {@code in} writes (uninitialised), for plan queries. */
+    protected INDArray[] plannedOutputs(INDArray[] in) {
+        List<LongShapeDescriptor> shapes = outputShapes(in);
+        INDArray[] out = new INDArray[shapes.size()];
+        for (int i = 0; i < out.length; i++) out[i] = Nd4j.createUninitialized(shapes.get(i).dataType(), shapes.get(i).getShape());
+        return out;
     }
 
     static IntPointer ints(Pointer p) {

@@ -1,7 +1,11 @@
 package org.mla4j.ops;
 
 import java.util.List;
+import java.util.function.Consumer;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.exec.Operands;
+import org.mla4j.exec.Plan;
+import org.mla4j.exec.PlanOperands;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -157,35 +161,103 @@ public class SparseDecode extends MlaOp {
     }
 
     @Override
+    public boolean hasDeviceKernel() {
+        return true;
+    }
+
+    @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        INDArray q = in[0];
         int[] s = slots();
-        try (MlaLib.mla_sparse_decode_params p = new MlaLib.mla_sparse_decode_params()) {
-            p.dtype(NativeLib.dtype(q.dataType())).b(q.size(0)).s_q(q.size(1)).h_q(q.size(2))
-                    .d_qk(q.size(3)).d_v(iarg(0)).q(NativeLib.ptr(q))
-                    .q_stride(0, q.stride(0)).q_stride(1, q.stride(1)).q_stride(2, q.stride(2));
-            fillKeys(p.keys(), in[1], layout(), blockSizeArg(), in[2], s[0] >= 0 ? in[s[0]] : null);
-            if (s[1] >= 0) {
-                fillKeys(p.extra(), in[s[1]], extraLayout(), extraBlockSizeArg(), in[s[2]], s[3] >= 0 ? in[s[3]] : null);
-            } else {
-                p.extra().cache().data(null);
-                p.extra().indices(null).topk(0).topk_length(null);
+        place(ops -> launch(ops, in[0], keySet(ops, in, 1, 2, s[0], layout(), blockSizeArg()),
+                s[1] >= 0 ? keySet(ops, in, s[1], s[2], s[3], extraLayout(), extraBlockSizeArg()) : null,
+                s[4] >= 0 ? in[s[4]] : null, s[5] >= 0 ? in[s[5]] : null, out[0], out[1], iarg(0), targ(0), rope()));
+    }
+
+    /**
+     * The plan of this (eager) call on {@code device} (-1: the CPU): which implementation runs
+     * it and why the others refused (the native plan query; nothing runs). Inputs are checked
+     * as by a call.
+     */
+    public Plan plan(int device) {
+        INDArray[] in = checkedInputs();
+        INDArray[] out = plannedOutputs(in);
+        int[] s = slots();
+        PlanOperands ops = new PlanOperands(device);
+        return plan(ops, in[0], keySet(ops, in, 1, 2, s[0], layout(), blockSizeArg()),
+                s[1] >= 0 ? keySet(ops, in, s[1], s[2], s[3], extraLayout(), extraBlockSizeArg()) : null,
+                s[4] >= 0 ? in[s[4]] : null, s[5] >= 0 ? in[s[5]] : null, out[0], out[1], iarg(0), targ(0), rope());
+    }
+
+    /** The plan of this call where the placement switch sends it now ({@link #runsOn()}). */
+    public Plan plan() {
+        return plan(runsOn());
+    }
+
+    private static KeySet keySet(Operands ops, INDArray[] in, int cache, int idx, int len, CacheLayout l, long bs) {
+        INDArray c = in[cache];
+        return new KeySet(k -> CacheArg.fill(k, c, l, bs, ops.in(c)), in[idx], len >= 0 ? in[len] : null);
+    }
+
+    /**
+     * One key set of a sparse-decode call: {@code cache} fills the cache descriptor (its data
+     * pointer included, in the call's memory), {@code indices int32 [b, s_q, topk]} are slots
+     * {@code block * block_size + offset} of that cache, {@code topkLength int32 [b]} is
+     * optional.
+     */
+    public record KeySet(Consumer<MlaLib.mla_cache> cache, INDArray indices, INDArray topkLength) {}
+
+    /**
+     * Fills the native parameters from the operands (host memory or device copies) and runs
+     * the kernel; {@code extra} may be null. Device calls take their workspace from the
+     * operands.
+     */
+    public static void launch(Operands ops, INDArray q, KeySet keys, KeySet extra, INDArray sink, INDArray positions,
+                              INDArray out, INDArray lse, long dV, double scaleArg, RopeConfig rope) {
+        try (MlaLib.mla_sparse_decode_params p = params(ops, q, keys, extra, sink, positions, out, lse, dV, scaleArg, rope)) {
+            if (ops.device() >= 0) {
+                // -1: the library refuses the call; the call itself then says why, with its status.
+                long ws = MlaLib.mla_sparse_decode_workspace_size(p);
+                if (ws > 0) p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
             }
-            p.softmax_scale((float) Scale.resolve(targ(0), q.size(3)))
-                    .sink(NativeLib.floatPtr(s[4] >= 0 ? in[s[4]] : null));
-            Rotation.fill(p.out_rotation(), s[5] >= 0 ? in[s[5]] : null, rope());
-            INDArray o = out[0];
-            p.out(NativeLib.ptr(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))
-                    .out_stride(2, o.stride(2)).lse(NativeLib.floatPtr(out[1]));
-            p.exec().device(-1).num_threads(0);
             NativeLib.check(MlaLib.mla_sparse_decode(p));
         }
     }
 
-    private static void fillKeys(MlaLib.mla_sparse_keys k, INDArray cache, CacheLayout l, long bs, INDArray idx, INDArray len) {
-        CacheArg.fill(k.cache(), cache, l, bs);
-        k.indices(NativeLib.intPtr(idx)).topk(idx.size(2)).indices_stride(0, idx.stride(0))
-                .indices_stride(1, idx.stride(1)).topk_length(NativeLib.intPtr(len));
+    /** The plan of the call {@link #launch} would make with these arguments (nothing runs). */
+    public static Plan plan(Operands ops, INDArray q, KeySet keys, KeySet extra, INDArray sink, INDArray positions,
+                            INDArray out, INDArray lse, long dV, double scaleArg, RopeConfig rope) {
+        try (MlaLib.mla_sparse_decode_params p = params(ops, q, keys, extra, sink, positions, out, lse, dV, scaleArg, rope)) {
+            return Plan.query(info -> MlaLib.mla_sparse_decode_plan(p, info));
+        }
+    }
+
+    private static MlaLib.mla_sparse_decode_params params(Operands ops, INDArray q, KeySet keys, KeySet extra,
+                                                          INDArray sink, INDArray positions, INDArray out,
+                                                          INDArray lse, long dV, double scaleArg, RopeConfig rope) {
+        MlaLib.mla_sparse_decode_params p = new MlaLib.mla_sparse_decode_params();
+        p.dtype(NativeLib.dtype(q.dataType())).b(q.size(0)).s_q(q.size(1)).h_q(q.size(2))
+                .d_qk(q.size(3)).d_v(dV).q(ops.in(q))
+                .q_stride(0, q.stride(0)).q_stride(1, q.stride(1)).q_stride(2, q.stride(2));
+        fillKeys(ops, p.keys(), keys);
+        if (extra != null) {
+            fillKeys(ops, p.extra(), extra);
+        } else {
+            p.extra().cache().data(null);
+            p.extra().indices(null).topk(0).topk_length(null);
+        }
+        p.softmax_scale((float) Scale.resolve(scaleArg, q.size(3))).sink(floats(ops.in(sink)));
+        Rotation.fill(p.out_rotation(), positions == null ? null : ints(ops.in(positions)), rope);
+        p.out(ops.out(out)).out_stride(0, out.stride(0)).out_stride(1, out.stride(1))
+                .out_stride(2, out.stride(2)).lse(floats(ops.out(lse)));
+        p.exec().device(ops.device()).num_threads(0).stream(ops.stream());
+        return p;
+    }
+
+    private static void fillKeys(Operands ops, MlaLib.mla_sparse_keys k, KeySet s) {
+        s.cache().accept(k.cache());
+        INDArray idx = s.indices();
+        k.indices(ints(ops.in(idx))).topk(idx.size(2)).indices_stride(0, idx.stride(0))
+                .indices_stride(1, idx.stride(1)).topk_length(ints(ops.in(s.topkLength())));
     }
 
     @Override

@@ -3,6 +3,9 @@ package org.mla4j.ops;
 import java.util.ArrayList;
 import java.util.List;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.exec.Operands;
+import org.mla4j.exec.Plan;
+import org.mla4j.exec.PlanOperands;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -106,8 +109,11 @@ public class SparsePrefill extends MlaOp {
         }
     }
 
-    /** Fills the params shared by forward and backward. */
-    void fillCommon(MlaLib.mla_sparse_prefill_params p, INDArray[] in) {
+    /**
+     * Fills the params shared by forward and backward from the operands (host memory or
+     * device copies).
+     */
+    void fillCommon(Operands ops, MlaLib.mla_sparse_prefill_params p, INDArray[] in) {
         INDArray q = in[0], kv = in[1], idx = in[2];
         int next = 3;
         INDArray len = hasTopkLength() ? in[next++] : null;
@@ -115,24 +121,59 @@ public class SparsePrefill extends MlaOp {
         INDArray pos = hasRotation() ? in[next] : null;
         p.dtype(NativeLib.dtype(q.dataType())).s_q(q.size(0)).s_kv(kv.size(0)).h_q(q.size(1))
                 .h_kv(kv.size(1)).d_qk(q.size(2)).d_v(dV()).topk(idx.size(2))
-                .q(NativeLib.ptr(q)).q_stride(0, q.stride(0)).q_stride(1, q.stride(1))
-                .kv(NativeLib.ptr(kv)).kv_stride(0, kv.stride(0)).kv_stride(1, kv.stride(1))
-                .indices(NativeLib.intPtr(idx)).indices_stride(0, idx.stride(0)).indices_stride(1, idx.stride(1))
-                .topk_length(NativeLib.intPtr(len)).softmax_scale((float) Scale.resolve(targ(0), q.size(2)))
-                .sink(NativeLib.floatPtr(sink));
-        Rotation.fill(p.out_rotation(), pos, rope());
-        p.exec().device(-1).num_threads(0);
+                .q(ops.in(q)).q_stride(0, q.stride(0)).q_stride(1, q.stride(1))
+                .kv(ops.in(kv)).kv_stride(0, kv.stride(0)).kv_stride(1, kv.stride(1))
+                .indices(ints(ops.in(idx))).indices_stride(0, idx.stride(0)).indices_stride(1, idx.stride(1))
+                .topk_length(ints(ops.in(len))).softmax_scale((float) Scale.resolve(targ(0), q.size(2)))
+                .sink(floats(ops.in(sink)));
+        Rotation.fill(p.out_rotation(), pos == null ? null : ints(ops.in(pos)), rope());
+        p.exec().device(ops.device()).num_threads(0).stream(ops.stream());
+    }
+
+    @Override
+    public boolean hasDeviceKernel() {
+        return true;
     }
 
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        try (MlaLib.mla_sparse_prefill_params p = new MlaLib.mla_sparse_prefill_params()) {
-            fillCommon(p, in);
-            INDArray o = out[0];
-            p.out(NativeLib.ptr(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))
-                    .max_logit(NativeLib.floatPtr(out[1])).lse(NativeLib.floatPtr(out[2]));
-            NativeLib.check(MlaLib.mla_sparse_prefill_fwd(p));
+        place(ops -> {
+            try (MlaLib.mla_sparse_prefill_params p = forwardParams(ops, in, out)) {
+                if (ops.device() >= 0) {
+                    // -1: the library refuses the call; the call itself then says why, with its status.
+                    long ws = MlaLib.mla_sparse_prefill_fwd_workspace_size(p);
+                    if (ws > 0) p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
+                }
+                NativeLib.check(MlaLib.mla_sparse_prefill_fwd(p));
+            }
+        });
+    }
+
+    /**
+     * The plan of this (eager) call on {@code device} (-1: the CPU): which implementation runs
+     * it and why the others refused (the native plan query; nothing runs). Inputs are checked
+     * as by a call.
+     */
+    public Plan plan(int device) {
+        INDArray[] in = checkedInputs();
+        INDArray[] out = plannedOutputs(in);
+        try (MlaLib.mla_sparse_prefill_params p = forwardParams(new PlanOperands(device), in, out)) {
+            return Plan.query(info -> MlaLib.mla_sparse_prefill_fwd_plan(p, info));
         }
+    }
+
+    /** The plan of this call where the placement switch sends it now ({@link #runsOn()}). */
+    public Plan plan() {
+        return plan(runsOn());
+    }
+
+    private MlaLib.mla_sparse_prefill_params forwardParams(Operands ops, INDArray[] in, INDArray[] out) {
+        MlaLib.mla_sparse_prefill_params p = new MlaLib.mla_sparse_prefill_params();
+        fillCommon(ops, p, in);
+        INDArray o = out[0];
+        p.out(ops.out(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))
+                .max_logit(floats(ops.out(out[1]))).lse(floats(ops.out(out[2])));
+        return p;
     }
 
     @Override

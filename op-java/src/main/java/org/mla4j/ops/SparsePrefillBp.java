@@ -73,20 +73,23 @@ public class SparsePrefillBp extends MlaOp {
         return l;
     }
 
+    /** No CUDA kernel: under the GPU placement this op runs on the CPU ({@link #runsOn()} is -1). */
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
         SparsePrefill f = fwd();
         int n = f.numForwardInputs();
-        try (MlaLib.mla_sparse_prefill_params p = new MlaLib.mla_sparse_prefill_params()) {
-            f.fillCommon(p, in);
-            INDArray o = in[n], dout = in[n + 2];
-            p.out(NativeLib.ptr(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))
-                    .lse(NativeLib.floatPtr(in[n + 1]))
-                    .dout(NativeLib.ptr(dout)).dout_stride(0, dout.stride(0)).dout_stride(1, dout.stride(1))
-                    .dq(NativeLib.ptr(out[0])).dkv(NativeLib.ptr(out[1]))
-                    .dsink(f.hasSink() ? NativeLib.floatPtr(out[2]) : null);
-            NativeLib.check(MlaLib.mla_sparse_prefill_bwd(p));
-        }
+        place(ops -> {
+            try (MlaLib.mla_sparse_prefill_params p = new MlaLib.mla_sparse_prefill_params()) {
+                f.fillCommon(ops, p, in);
+                INDArray o = in[n], dout = in[n + 2];
+                p.out(ops.in(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))
+                        .lse(floats(ops.in(in[n + 1])))
+                        .dout(ops.in(dout)).dout_stride(0, dout.stride(0)).dout_stride(1, dout.stride(1))
+                        .dq(ops.out(out[0])).dkv(ops.out(out[1]))
+                        .dsink(f.hasSink() ? floats(ops.out(out[2])) : null);
+                NativeLib.check(MlaLib.mla_sparse_prefill_bwd(p));
+            }
+        });
     }
 
     @Override

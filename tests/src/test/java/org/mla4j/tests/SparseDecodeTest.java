@@ -9,13 +9,10 @@ import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.mla4j.Mla4j;
 import org.mla4j.ops.CacheLayout;
-import org.mla4j.ops.RopeConfig;
 import org.mla4j.ops.SparseDecode;
-import org.mla4j.tests.reference.Ref;
 import org.mla4j.tests.support.Caches;
 import org.mla4j.tests.support.Compare;
 import org.mla4j.tests.support.Nd;
-import org.mla4j.tests.support.Problems;
 import org.mla4j.tests.support.Problems.Sink;
 import org.mla4j.tests.support.TestRandom;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -34,131 +31,11 @@ class SparseDecodeTest {
         Mla4j.install();
     }
 
-    /** One key set: its layout, geometry and how its indices are drawn. */
-    static final class KeySpec {
-        CacheLayout layout = CacheLayout.PLAIN;
-        int numBlocks = 3, blockSize = 16, topk = 37;
-        boolean topkLength;
-        /** Share of entries that are invalid (negative or past the cache). */
-        double invalid = 0.2;
-    }
-
-    /** One sparse-decode problem; fields set by a test, then {@link #run}. */
-    static final class Case {
-        DataType type = DataType.FLOAT;
-        int b = 2, sQ = 1, hQ = 4, dQk = 24, dV = 24;
-        KeySpec keys = new KeySpec();
-        KeySpec extra;
-        Sink sink = Sink.NONE;
-        int ropeDim;
-
-        String describe() {
-            return "sparse decode " + type + " b=" + b + " s_q=" + sQ + " h_q=" + hQ + " d=" + dQk + "/" + dV
-                    + " keys=" + describe(keys) + (extra != null ? " extra=" + describe(extra) : "") + " sink=" + sink
-                    + (ropeDim > 0 ? " vvpa=" + ropeDim : "");
-        }
-
-        private static String describe(KeySpec k) {
-            return k.layout + "[" + k.numBlocks + "x" + k.blockSize + ", topk " + k.topk + (k.topkLength ? ", lengths" : "")
-                    + ", invalid " + k.invalid + "]";
-        }
-
-        /** Indices [b, sQ, topk]: distinct valid entries mixed with invalid ones. */
-        private static int[] indices(TestRandom r, KeySpec k, int rows) {
-            int keys = k.numBlocks * k.blockSize;
-            int[] idx = new int[rows * k.topk];
-            for (int row = 0; row < rows; row++) {
-                int[] pick = r.distinct(keys, Math.min(keys, k.topk));
-                for (int e = 0; e < k.topk; e++) {
-                    int v = e < pick.length ? pick[e] : -1;
-                    if (r.nextDouble() < k.invalid) v = r.nextBoolean() ? -1 - r.nextInt(5) : keys + r.nextInt(50);
-                    idx[row * k.topk + e] = v;
-                }
-            }
-            return idx;
-        }
-
-        private static int[] lengths(TestRandom r, KeySpec k, int b) {
-            if (!k.topkLength) return null;
-            int[] len = new int[b];
-            for (int i = 0; i < b; i++) len[i] = i == 0 ? 0 : r.between(0, k.topk + 3);
-            return len;
-        }
-
-        /** Tokens that no counted entry selects: garbage. */
-        private static boolean[] garbage(KeySpec k, int[] idx, int[] len, int b, int sQ) {
-            boolean[] g = new boolean[k.numBlocks * k.blockSize];
-            java.util.Arrays.fill(g, true);
-            for (int i = 0; i < b; i++)
-                for (int j = 0; j < sQ; j++) {
-                    int count = len == null ? k.topk : Math.max(0, Math.min(k.topk, len[i]));
-                    for (int e = 0; e < count; e++) {
-                        int v = idx[(i * sQ + j) * k.topk + e];
-                        if (v >= 0 && v < g.length) g[v] = false;
-                    }
-                }
-            return g;
-        }
-
-        private Ref.KeySet keySet(TestRandom r, KeySpec k, INDArray[] arrays) {
-            int[] idx = indices(r, k, b * sQ);
-            int[] len = lengths(r, k, b);
-            Caches.Built cache = Caches.random(r, k.layout, type, k.numBlocks, k.blockSize, 1, dQk, garbage(k, idx, len, b, sQ));
-            arrays[0] = cache.array;
-            arrays[1] = Nd.ints(idx, b, sQ, k.topk);
-            arrays[2] = len == null ? null : Nd.ints(len, b);
-            Ref.KeySet s = new Ref.KeySet();
-            s.cache = cache.paged;
-            s.indices = idx;
-            s.topk = k.topk;
-            s.topkLength = len;
-            return s;
-        }
-
-        void run(TestRandom r) {
-            if (keys.layout.isFp8()) dQk = keys.layout.dQk();
-            INDArray q = Nd.array(r.normal(b * sQ * hQ * dQk), type, b, sQ, hQ, dQk);
-            INDArray[] k1 = new INDArray[3], k2 = new INDArray[3];
-            Ref.SparseDecode d = new Ref.SparseDecode();
-            d.keys = keySet(r, keys, k1);
-            d.extra = extra == null ? null : keySet(r, extra, k2);
-            double[] sinkValues = Problems.sink(r, sink, hQ);
-            RopeConfig rope = ropeDim > 0 ? Problems.rope(r, ropeDim) : null;
-            int[] pos = ropeDim > 0 ? Problems.positions(r, b * sQ, 50000) : null;
-            double scale = Problems.defaultScale(dQk) * (0.5 + r.nextDouble());
-            SparseDecode.Options o = new SparseDecode.Options(dV).softmaxScale(scale);
-            if (keys.layout.isFp8()) o.fp8(keys.layout, keys.blockSize);
-            if (extra != null && extra.layout.isFp8()) o.extraFp8(extra.layout, extra.blockSize);
-            if (rope != null) o.rope(rope);
-            SparseDecode op = new SparseDecode(q, k1[0], k1[1], k1[2], k2[0], k2[1], k2[2],
-                    sinkValues == null ? null : Nd.floats(sinkValues, hQ), pos == null ? null : Nd.ints(pos, b, sQ), o);
-            INDArray out = Nd.nanFilled(type, b, sQ, hQ, dV);
-            INDArray lse = Nd.nanFilled(DataType.FLOAT, b, hQ, sQ);
-            op.addOutputArgument(out, lse);
-            Nd4j.exec(op);
-
-            d.b = b;
-            d.sQ = sQ;
-            d.hQ = hQ;
-            d.dQk = dQk;
-            d.dV = dV;
-            d.q = Nd.values(q);
-            d.scale = (float) scale;
-            d.sink = Problems.asFloat(sinkValues);
-            d.positions = pos;
-            d.rope = rope;
-            Ref.Result want = Ref.sparseDecode(d);
-            String ctx = describe() + (rope != null ? " " + rope : "") + "; " + r.tag();
-            Compare.output("out", out, want.out, Compare.tolerance(type), ctx);
-            Compare.closeAbs("lse", lse, want.lse, Compare.LSE_TOL, ctx);
-        }
-    }
-
     @ParameterizedTest
     @ValueSource(strings = {"FLOAT", "DOUBLE", "HALF", "BFLOAT16"})
     void plainCacheAllTypes(String type) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        SparseDecodeCase c = new SparseDecodeCase();
         c.type = DataType.valueOf(type);
         c.sQ = 2;
         c.dV = 16;
@@ -172,7 +49,7 @@ class SparseDecodeTest {
     void fp8CachesAllQueryTypes(String type) {
         TestRandom r = TestRandom.create();
         for (CacheLayout l : new CacheLayout[] {Caches.V32_SMALL, Caches.MODEL1_SMALL}) {
-            Case c = new Case();
+            SparseDecodeCase c = new SparseDecodeCase();
             c.type = DataType.valueOf(type);
             c.keys.layout = l;
             c.dV = l.valueDims();
@@ -188,7 +65,7 @@ class SparseDecodeTest {
     @Test
     void deepSeekSizes() {
         TestRandom r = TestRandom.create();
-        Case v32 = new Case();
+        SparseDecodeCase v32 = new SparseDecodeCase();
         v32.type = DataType.BFLOAT16;
         v32.keys.layout = CacheLayout.V32;
         v32.keys.numBlocks = 4;
@@ -197,13 +74,13 @@ class SparseDecodeTest {
         v32.hQ = 16;
         v32.dV = 512;
         v32.run(r);
-        Case v4 = new Case();
+        SparseDecodeCase v4 = new SparseDecodeCase();
         v4.type = DataType.BFLOAT16;
         v4.keys.layout = CacheLayout.MODEL1;
         v4.keys.numBlocks = 2;
         v4.keys.blockSize = 64;
         v4.keys.topk = 70;
-        v4.extra = new KeySpec();
+        v4.extra = new SparseDecodeCase.KeySpec();
         v4.extra.layout = CacheLayout.MODEL1;
         v4.extra.numBlocks = 3;
         v4.extra.blockSize = 64;
@@ -220,7 +97,7 @@ class SparseDecodeTest {
     @ValueSource(ints = {1, 2, 61, 64, 256})
     void blockSizes(int bs) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        SparseDecodeCase c = new SparseDecodeCase();
         c.keys.layout = Caches.MODEL1_SMALL;
         c.keys.blockSize = bs;
         c.keys.numBlocks = bs >= 61 ? 2 : 40;
@@ -234,7 +111,7 @@ class SparseDecodeTest {
     @ValueSource(ints = {1, 3, 16, 64, 128})
     void queryHeads(int hQ) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        SparseDecodeCase c = new SparseDecodeCase();
         c.hQ = hQ;
         c.dQk = 16;
         c.dV = 16;
@@ -247,10 +124,10 @@ class SparseDecodeTest {
     @ValueSource(ints = {1, 2, 4})
     void queriesPerRequest(int sQ) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        SparseDecodeCase c = new SparseDecodeCase();
         c.sQ = sQ;
         c.keys.topkLength = true;
-        c.extra = new KeySpec();
+        c.extra = new SparseDecodeCase.KeySpec();
         c.extra.numBlocks = 2;
         c.extra.blockSize = 8;
         c.extra.topk = 9;
@@ -261,7 +138,7 @@ class SparseDecodeTest {
     @EnumSource(Sink.class)
     void sinks(Sink sink) {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        SparseDecodeCase c = new SparseDecodeCase();
         c.sink = sink;
         c.hQ = 6;
         c.keys.layout = Caches.V32_SMALL;
@@ -273,11 +150,11 @@ class SparseDecodeTest {
     @Test
     void twoKeySets() {
         TestRandom r = TestRandom.create();
-        Case c = new Case();
+        SparseDecodeCase c = new SparseDecodeCase();
         c.type = DataType.BFLOAT16;
         c.keys.layout = Caches.MODEL1_SMALL;
         c.keys.topkLength = true;
-        c.extra = new KeySpec();
+        c.extra = new SparseDecodeCase.KeySpec();
         c.extra.layout = CacheLayout.PLAIN;
         c.extra.topk = 11;
         c.extra.topkLength = true;
@@ -291,11 +168,11 @@ class SparseDecodeTest {
     void allIndicesInvalid() {
         TestRandom r = TestRandom.create();
         for (Sink sink : new Sink[] {Sink.NONE, Sink.MIXED}) {
-            Case c = new Case();
+            SparseDecodeCase c = new SparseDecodeCase();
             c.keys.invalid = 1.0;
             c.keys.layout = Caches.V32_SMALL;
             c.dV = c.keys.layout.valueDims();
-            c.extra = new KeySpec();
+            c.extra = new SparseDecodeCase.KeySpec();
             c.extra.layout = Caches.V32_SMALL;
             c.extra.invalid = 1.0;
             c.sink = sink;
