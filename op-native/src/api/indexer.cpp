@@ -1,9 +1,12 @@
 // Entry points of the lightning indexer and top-k (ops.md section 6): argument checks, then
-// the CPU kernels.
+// the CPU kernels, or with exec.device >= 0 the CUDA path (src/cuda/indexer/), which reads
+// none of the pointed-to data on the host.
 #include <cstdint>
+#include "api/device_dispatch.h"
 #include "common/dtype.h"
 #include "common/error.h"
 #include "cpu/misc_kernels.h"
+#include "cuda/indexer/indexer.h"  // plain C++: the workspace arithmetic is needed in every build
 
 namespace {
 
@@ -44,6 +47,26 @@ mla_status check_inputs(const mla_indexer_params &p, const char *op) {
     return MLA_OK;
 }
 
+// A top-k count: at most INT32_MAX, the most int32 indices a row can hold (a larger one would
+// describe an index buffer no caller has; its -1 padding would be written past the end).
+mla_status check_k(int64_t k, const char *op, const char *name) {
+    MLA_REQUIRE(k >= 0, "%s: %s must be >= 0, got %lld", op, name, (long long)k);
+    MLA_REQUIRE(k <= INT32_MAX, "%s: %s must be <= %d (int32 index positions), got %lld", op,
+                name, INT32_MAX, (long long)k);
+    return MLA_OK;
+}
+
+// The checks of mla_indexer_topk that read no data (shared with its workspace query).
+mla_status check_topk_args(const mla_indexer_params &p, const char *op) {
+    MLA_TRY(check_inputs(p, op));
+    MLA_TRY(check_k(p.topk, op, "topk"));
+    MLA_REQUIRE(p.s_k <= INT32_MAX, "%s: s_k must be <= %d for int32 indices, got %lld", op,
+                INT32_MAX, (long long)p.s_k);
+    MLA_REQUIRE(p.indices != nullptr || p.b * p.s_q * p.topk == 0,
+                "%s: indices must not be null", op);
+    return MLA_OK;
+}
+
 }  // namespace
 
 extern "C" mla_status mla_indexer_scores(const mla_indexer_params *p) {
@@ -52,19 +75,34 @@ extern "C" mla_status mla_indexer_scores(const mla_indexer_params *p) {
     MLA_TRY(check_inputs(*p, op));
     MLA_REQUIRE(p->scores != nullptr || p->b * p->s_q * p->s_k == 0,
                 "%s: scores must not be null", op);
+#ifdef MLA4J_WITH_CUDA
+    if (p->exec.device >= 0)
+        return mla::run_on_device(p->exec, op, [&] { return mla::cuda::indexer_scores(*p); });
+#endif
     return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::indexer_scores(*p); });
 }
 
 extern "C" mla_status mla_indexer_topk(const mla_indexer_params *p) {
     const char *op = "mla_indexer_topk";
     if (!p) return fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
-    MLA_TRY(check_inputs(*p, op));
-    MLA_REQUIRE(p->topk >= 0, "%s: topk must be >= 0, got %lld", op, (long long)p->topk);
-    MLA_REQUIRE(p->s_k <= INT32_MAX, "%s: s_k must be <= %d for int32 indices, got %lld", op,
-                INT32_MAX, (long long)p->s_k);
-    MLA_REQUIRE(p->indices != nullptr || p->b * p->s_q * p->topk == 0,
-                "%s: indices must not be null", op);
+    MLA_TRY(check_topk_args(*p, op));
+#ifdef MLA4J_WITH_CUDA
+    if (p->exec.device >= 0)
+        return mla::run_on_device(p->exec, op, [&] { return mla::cuda::indexer_topk(*p); });
+#endif
     return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::indexer_topk(*p); });
+}
+
+extern "C" int64_t mla_indexer_topk_workspace_size(const mla_indexer_params *p) {
+    const char *op = "mla_indexer_topk_workspace_size";
+    if (!p) {
+        fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
+        return -1;
+    }
+    if (check_topk_args(*p, op) != MLA_OK) return -1;
+    if (p->exec.device < 0) return 0;
+    // Sizes only: the same in every build and on every device.
+    return mla::cuda::indexer_topk_workspace_bytes(*p);
 }
 
 extern "C" mla_status mla_indexer_scores_bwd(const mla_indexer_params *p) {
@@ -86,8 +124,12 @@ extern "C" mla_status mla_topk(const mla_topk_params *p) {
     MLA_REQUIRE(p->n >= 0, "%s: n must be >= 0, got %lld", op, (long long)p->n);
     MLA_REQUIRE(p->n <= INT32_MAX, "%s: n must be <= %d for int32 indices, got %lld", op,
                 INT32_MAX, (long long)p->n);
-    MLA_REQUIRE(p->k >= 0, "%s: k must be >= 0, got %lld", op, (long long)p->k);
+    MLA_TRY(check_k(p->k, op, "k"));
     MLA_REQUIRE(p->scores != nullptr || p->rows * p->n == 0, "%s: scores must not be null", op);
     MLA_REQUIRE(p->indices != nullptr || p->rows * p->k == 0, "%s: indices must not be null", op);
+#ifdef MLA4J_WITH_CUDA
+    if (p->exec.device >= 0)
+        return mla::run_on_device(p->exec, op, [&] { return mla::cuda::topk(*p); });
+#endif
     return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::topk(*p); });
 }
