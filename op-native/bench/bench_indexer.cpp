@@ -156,7 +156,7 @@ int main(int argc, char **argv) {
             const int64_t qb = s.b * s.s_q * h * d * es, kb = s.b * s.s_k * d * es, wb = s.b * s.s_q * h * 4;
             const int64_t set_bytes = qb + kb + wb;
             const int n_sets = int(std::min<int64_t>(8, std::max<int64_t>(1, (4 * info.l2_bytes + set_bytes - 1) / set_bytes)));
-            std::vector<Inputs> sets(size_t(n_sets));
+            std::vector<Inputs> sets(static_cast<size_t>(n_sets));
             for (int i = 0; i < n_sets; ++i) {
                 Inputs &in = sets[size_t(i)];
                 CHECK(mla_cuda_malloc(&in.q, qb));
