@@ -34,14 +34,15 @@ cmake --build "$build" -j "$(nproc)" --target mla4j test_gpu_indexer test_kv_ind
     bench_indexer || exit 1
 
 step "tests"
-"$build/test_gpu_indexer" | tail -n 80 || status=1
-"$build/test_kv_indexer_rope" | tail -n 3 || status=1
+timeout 150 "$build/test_gpu_indexer" | tail -n 90
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+timeout 60 "$build/test_kv_indexer_rope" | tail -n 3 || status=1
 
 step "compute-sanitizer (reduced case list)"
 if command -v compute-sanitizer >/dev/null; then
     for tool in memcheck racecheck; do
         echo "-- $tool"
-        MLA4J_TEST_QUICK=1 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+        MLA4J_TEST_QUICK=1 timeout 100 compute-sanitizer --tool "$tool" --error-exitcode 9 \
             "$build/test_gpu_indexer" 2>&1 | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|Error|Hazard" | head -n 20
         [ "${PIPESTATUS[0]}" = 0 ] || status=1
     done
@@ -64,10 +65,10 @@ else
 fi
 
 step "bench: mla4j"
-"$build/bench_indexer" $quick | tee "$build/bench_indexer_mla4j.txt" || status=1
+timeout 150 "$build/bench_indexer" $quick | tee "$build/bench_indexer_mla4j.txt" || status=1
 
 step "bench: plain PyTorch"
-python3 "$here/torch_indexer.py" $quick | tee "$build/bench_indexer_torch.txt" || status=1
+timeout 150 python3 "$here/torch_indexer.py" $quick | tee "$build/bench_indexer_torch.txt" || status=1
 
 step "combined (median us)"
 python3 - "$build/bench_indexer_mla4j.txt" "$build/bench_indexer_torch.txt" <<'PY'

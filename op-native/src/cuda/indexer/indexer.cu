@@ -3,6 +3,7 @@
 // launch writing the [b, s_q, s_k] scores; mla_indexer_topk alternates a score launch over a
 // chunk of query rows into the workspace and a top-k launch over those rows, so the scores of
 // all rows never exist at once; mla_topk is one top-k launch.
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include "cuda/common/check.cuh"
@@ -38,7 +39,8 @@ mla_status check_indexer_pointers(const mla_indexer_params &p, const char *op) {
 // Which score kernel runs: the sm_90a tensor-core kernel for DeepSeek's indexer shape (h 64,
 // d 128, q and k both bf16 or both float8_e4m3, w not float64, 16-byte aligned q and k) on a
 // compute capability 9.0 device, else the CUDA-core kernel. MLA4J_INDEXER_KERNEL=simple
-// forces the CUDA-core kernel (tests run both on one device).
+// forces the CUDA-core kernel (tests run both on one device); MLA4J_INDEXER_LOG=1 prints the
+// choice of every call to stderr.
 struct ScoresPlan {
     bool wgmma = false;
     int fp8 = 0;
@@ -59,6 +61,13 @@ mla_status plan_scores(const mla_indexer_params &p, ScoresPlan *plan, const char
         MLA_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                             p.exec.device));
         pl.wgmma = indexer::scores_wgmma_smem(pl.fp8, pl.tokens) <= optin;
+    }
+    if (std::getenv("MLA4J_INDEXER_LOG")) {
+        if (pl.wgmma)
+            std::fprintf(stderr, "%s: sm90 tensor-core kernel, %s, %d query tokens per CTA\n", op,
+                         pl.fp8 ? "float8_e4m3" : "bf16", pl.tokens);
+        else
+            std::fprintf(stderr, "%s: CUDA-core kernel\n", op);
     }
     *plan = pl;
     return MLA_OK;
