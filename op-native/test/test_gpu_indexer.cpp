@@ -173,11 +173,11 @@ int64_t visible(const IdxCase &c, int64_t t) {
 }
 
 // Accepts a GPU score against the reference: non-finite classes exact, finite ones within
-// tol * bound.
+// tol * bound plus the float32 rounding of the stored score.
 bool score_ok(double g, double ref, double bound, double tol) {
     if (std::isnan(ref)) return std::isnan(g);
     if (std::isinf(ref)) return g == ref;
-    return std::isfinite(g) && std::fabs(g - ref) <= tol * bound + 1e-30;
+    return std::isfinite(g) && std::fabs(g - ref) <= tol * bound + std::ldexp(std::fabs(ref), -24) + 1e-30;
 }
 
 void set_env(const char *name, const char *value) {
@@ -499,7 +499,9 @@ std::vector<IdxCase> indexer_cases() {
 struct TopkCase {
     std::string name;
     int64_t rows, n, k;
-    int pattern;  // 0 random with specials, 1 few levels, 2 all equal, 3 all NaN, 4 zeros / subnormals
+    // 0 random with specials, 1 few levels, 2 all equal, 3 all NaN, 4 zeros / subnormals, 5 values
+    // on a grid of 1/30 (every value repeated, ties at the threshold)
+    int pattern;
 };
 
 void run_topk_case(const TopkCase &c, uint64_t seed, void *stream) {
@@ -522,6 +524,7 @@ void run_topk_case(const TopkCase &c, uint64_t seed, void *stream) {
             case 1: v = float(int(rng() % 5)) - 2.0f; break;
             case 2: v = 1.5f; break;
             case 3: v = std::nanf(""); break;
+            case 5: v = std::round(v * 30.0f) / 30.0f; break;  // many repeats of each value
             default: {
                 const unsigned r = unsigned(rng() % 4);
                 v = r == 0 ? 0.0f : r == 1 ? -0.0f : r == 2 ? 1e-40f : -1e-42f;
@@ -583,6 +586,10 @@ std::vector<TopkCase> topk_cases() {
         {"top-k 10 of 50, zeros and subnormals", 2, 50, 10, 4},
         {"top-k 2048 of 16384, 300 rows", 300, 16384, 2048, 0},
         {"top-k 1 of 7", 9, 7, 1, 0},
+        {"top-k 2048 of 100000 (candidates in shared memory)", 3, 100000, 2048, 0},
+        {"top-k 300 of 80000, values on a grid (tied candidates)", 4, 80000, 300, 5},
+        {"top-k 5000 of 60000, values on a grid", 2, 60000, 5000, 5},
+        {"top-k 100 of 2000, values on a grid", 6, 2000, 100, 5},
     };
 }
 
@@ -597,12 +604,14 @@ struct RopeCase {
     int32_t rope_dim, offset;
 };
 
-// x and y within `ulps` units of the last place of the dtype (equal bits count as 0).
+// x and y within `ulps` units of the last place of the dtype, or within the error of a last-bit
+// difference of a double cos / sin times inputs of magnitude <= 2 (the rotated value may be far
+// smaller than its inputs).
 bool close_ulps(double x, double y, int dt, double ulps) {
     if (std::isnan(x) || std::isnan(y)) return std::isnan(x) && std::isnan(y);
     if (x == y) return true;
     const int bits = dt == MLA_FLOAT64 ? 52 : dt == MLA_FLOAT32 ? 23 : dt == MLA_FLOAT16 ? 10 : 7;
-    return std::fabs(x - y) <= ulps * std::ldexp(std::max(std::fabs(x), std::fabs(y)), -bits);
+    return std::fabs(x - y) <= ulps * std::ldexp(std::max(std::fabs(x), std::fabs(y)), -bits) + 1e-14;
 }
 
 void run_rope_case(const RopeCase &c, uint64_t seed, void *stream) {
@@ -694,8 +703,8 @@ void run_rope_case(const RopeCase &c, uint64_t seed, void *stream) {
         };
         far += !close_ulps(decode(&got[size_t(i * es)]), decode(&want[size_t(i * es)]), c.dt, 1.0);
     }
-    // Tables: the CPU's bytes; frequencies: a unit of the last place at most, rarely.
-    const bool ok = c.table ? differ == 0 : far == 0 && differ * 100 <= out_elems;
+    // Tables: the CPU's bytes; frequencies: a unit of the last place at most.
+    const bool ok = c.table ? differ == 0 : far == 0;
     check(ok, "%s: %lld of %lld elements differ from the CPU, %lld by more than one unit in the "
           "last place", c.name.c_str(), (long long)differ, (long long)out_elems, (long long)far);
     std::printf("  %-72s %s (%lld last-place differences)\n", c.name.c_str(), ok ? "ok" : "FAILED",
@@ -807,7 +816,7 @@ void run_quant_case(const QuantCase &c, uint64_t seed, void *stream) {
                 kv.set(t * d + e, std::min(amp, c.dt == MLA_FLOAT16 ? 60000.0 : amp) * uni(rng));
         }
     }
-    std::vector<uint8_t> poison(static_cast<size_t>(bytes));
+    std::vector<uint8_t> poison(static_cast<size_t>(std::max<int64_t>(bytes, 1)));
     for (auto &b : poison) b = uint8_t(rng());
     mla_quant_params p;
     std::memset(&p, 0, sizeof p);
@@ -1023,7 +1032,7 @@ int main() {
         if (!quick || in_quick(i, {0, 2, 4, 8, 10, 11, 17, 18, 20})) run_indexer_case(idx[i], seed, stream);
     std::printf("top-k:\n");
     for (size_t i = 0; i < tk.size(); ++i, ++seed)
-        if (!quick || in_quick(i, {0, 1, 2, 7, 8, 10})) run_topk_case(tk[i], seed, stream);
+        if (!quick || in_quick(i, {0, 1, 2, 7, 8, 10, 11, 14})) run_topk_case(tk[i], seed, stream);
     std::printf("RoPE:\n");
     for (size_t i = 0; i < rope.size(); ++i, ++seed)
         if (!quick || in_quick(i, {0, 5, 11})) run_rope_case(rope[i], seed, stream);

@@ -10,7 +10,8 @@
 // which stay in shared memory for the whole CTA, 128-byte swizzle). The epilogue works on the
 // accumulator registers: thread (warp, lane) holds keys 16 * warp + lane / 4 (+ 8) and, per
 // 8-column block, query rows 2 * (lane % 4) + {0, 1}; it sums w * relu(D) over its columns of
-// each token (FP8: D times the query row's scale first, the key's scale last), adds the four
+// each token (FP8: D times the query row's scale first, folded into w when all of the CTA's
+// query scales are finite and >= 0; the key's scale last, loaded a tile ahead), adds the four
 // lanes of a quad (two shuffles), and the lanes store one (key, token) score each, -inf where
 // the causal mask hides the key. While one warpgroup runs its epilogue, the other's product
 // keeps the tensor cores busy.
@@ -56,7 +57,8 @@ struct WgConfig {
     static constexpr int kStageOff = kQBytes;
     static constexpr int kWOff = kStageOff + 2 * kStages * kTileBytes;
     static constexpr int kQsOff = kWOff + kN * 4;
-    static constexpr int kBytes = kQsOff + kN * 4 + 1024;     // + slack to align the base to 1024
+    static constexpr int kWqOff = kQsOff + kN * 4;            // FP8: w times the query scale
+    static constexpr int kBytes = kWqOff + kN * 4 + 1024;     // + slack to align the base to 1024
     // Keys per CTA: 32 tiles (64 for four tokens, whose query rows cost more to load).
     static constexpr int64_t kKeyChunk = (kTokens == 4 ? 64 : 32) * kTileKeys;
 };
@@ -79,6 +81,7 @@ __global__ void __launch_bounds__(kWgThreads, WgConfig<kFp8, kTokens>::kMinBlock
     uint8_t *gbase = smem_raw + (base - raw);
     float *w_s = reinterpret_cast<float *>(gbase + C::kWOff);
     float *qs_s = reinterpret_cast<float *>(gbase + C::kQsOff);
+    float *wq_s = reinterpret_cast<float *>(gbase + C::kWqOff);
 
     const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127;
     const int warp = wtid >> 5, lane = tid & 31;
@@ -117,6 +120,9 @@ __global__ void __launch_bounds__(kWgThreads, WgConfig<kFp8, kTokens>::kMinBlock
             ok ? qg + ((b * a.s_q + tg + tk) * kWgHeads + j) * C::kRowBytes + ch * 16 : qg;
         ptx::cp_async_16(base + swizzled(n, ch, N), src, ok ? 16 : 0);
     }
+    // FP8: when every query scale of the CTA is finite and >= 0, w * relu(qs * D) is
+    // (w * qs) * relu(D), and the epilogue saves a multiply per element.
+    bool scales_fold = true;
     for (int n = tid; n < N; n += kWgThreads) {
         const int tk = n / kWgHeads, j = n % kWgHeads;
         float wv = 0.0f, sv = 0.0f;
@@ -127,6 +133,8 @@ __global__ void __launch_bounds__(kWgThreads, WgConfig<kFp8, kTokens>::kMinBlock
         }
         w_s[n] = wv;
         qs_s[n] = sv;
+        wq_s[n] = wv * sv;
+        scales_fold = scales_fold && sv >= 0.0f && sv < INFINITY;
     }
 
     // This warpgroup's tiles: i-th = tile wg + 2 i of the chunk, in stage i % kStages. Keys
@@ -155,8 +163,21 @@ __global__ void __launch_bounds__(kWgThreads, WgConfig<kFp8, kTokens>::kMinBlock
     }
     ptx::cp_async_wait<C::kStages - 1>();
     fence_proxy_async();
-    __syncthreads();  // the query rows, weights and every warpgroup's first tile are in
+    // The query rows, weights and every warpgroup's first tile are in.
+    const bool fold = __syncthreads_and(scales_fold) != 0;
     fence_proxy_async();
+    const float *w_fast = kFp8 && fold ? wq_s : w_s;
+
+    // FP8 key scales of a tile's rows r0, r0 + 8, loaded one tile ahead (they are used after
+    // the product of the next tile).
+    auto key_scales = [&](int i, float (&ks)[2]) {
+        const int64_t s0 = c0 + int64_t(wg + 2 * i) * kTileKeys + warp * 16 + (lane >> 2);
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr)
+            ks[rr] = kFp8 && i < my_tiles && s0 + 8 * rr < a.s_k ? a.k_scale[b * a.s_k + s0 + 8 * rr] : 0.0f;
+    };
+    float ks_next[2];
+    key_scales(0, ks_next);
 
     float acc[N / 2];
     const int r0 = warp * 16 + (lane >> 2);
@@ -187,24 +208,25 @@ __global__ void __launch_bounds__(kWgThreads, WgConfig<kFp8, kTokens>::kMinBlock
         // Epilogue: score of (key s0 + r0 (+ 8), token) = sum over heads of w * relu(D).
         const int64_t s0 = c0 + int64_t(wg + 2 * i) * kTileKeys;
         const int64_t sr[2] = {s0 + r0, s0 + r0 + 8};
+        float ks[2] = {1.0f, 1.0f};
+        if (kFp8) {
+            ks[0] = ks_next[0];
+            ks[1] = ks_next[1];
+            key_scales(i + 1, ks_next);
+        }
         float sum[kTokens][2];
 #pragma unroll
         for (int tk = 0; tk < kTokens; ++tk) sum[tk][0] = sum[tk][1] = 0.0f;
-        float ks[2] = {1.0f, 1.0f};
-        bool per_element = false;
-        if (kFp8) {
-#pragma unroll
-            for (int rr = 0; rr < 2; ++rr) ks[rr] = sr[rr] < a.s_k ? a.k_scale[b * a.s_k + sr[rr]] : 0.0f;
-            // relu(ks * x) = ks * relu(x) for a finite ks >= 0; other scales per element.
-            per_element = !(ks[0] >= 0.0f && ks[0] < INFINITY && ks[1] >= 0.0f && ks[1] < INFINITY);
-        }
+        // relu(ks * x) = ks * relu(x) for a finite ks >= 0; other scales per element.
+        const bool per_element =
+            kFp8 && !(ks[0] >= 0.0f && ks[0] < INFINITY && ks[1] >= 0.0f && ks[1] < INFINITY);
         if (!per_element) {
 #pragma unroll
             for (int c8 = 0; c8 < N / 8; ++c8) {
                 const int tk = c8 / 8;
-                const float2 wv = *reinterpret_cast<const float2 *>(w_s + 8 * c8 + q2);
+                const float2 wv = *reinterpret_cast<const float2 *>(w_fast + 8 * c8 + q2);
                 float d0 = acc[4 * c8], d1 = acc[4 * c8 + 1], d2 = acc[4 * c8 + 2], d3 = acc[4 * c8 + 3];
-                if (kFp8) {
+                if (kFp8 && !fold) {
                     const float2 sv = *reinterpret_cast<const float2 *>(qs_s + 8 * c8 + q2);
                     d0 *= sv.x;
                     d1 *= sv.y;
