@@ -11,8 +11,8 @@
 //     memory is read twice when the first digit's bin fits 4096 entries: once for the
 //     histogram, once to take the entries above that bin and copy the bin's own entries, in
 //     index order, to shared memory, where the other digits are found (a bin that does not
-//     fit is looked at again after the next digit). Passes load 16 entries
-//     per thread before using them (the loads are in flight together).
+//     fit is looked at again after the next digit). Passes load 16 (first) or 8 entries per
+//     thread before using them, so that the loads are in flight together.
 //  3. Selection: keys above the threshold go anywhere in the first slots; tied keys at the
 //     threshold (only when some but not all of them are taken) are ranked in index order, so
 //     the lowest indices win, as on the CPU.
@@ -29,7 +29,8 @@ namespace {
 
 constexpr int kTopkThreads = 512;
 constexpr int kTopkWarps = kTopkThreads / 32;
-constexpr int kUnroll = 16;             // entries per thread loaded before use
+constexpr int kUnrollFirst = 16;        // entries per thread loaded before use: first pass
+constexpr int kUnroll = 8;              // other passes
 constexpr int kHistBins = 4096;         // first digit: 12 bits; the others 10
 constexpr int kCandidates = 4096;       // entries of the first digit's bin kept in shared memory
 constexpr int kScanWords = 64;          // warp totals, the chosen bin, counters
@@ -182,7 +183,8 @@ __device__ __forceinline__ uint32_t round_rank(bool flag, uint32_t *scan, uint32
     return before + uint32_t(__popc(e & ((1u << lane) - 1u)));
 }
 
-__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const __grid_constant__ TopkArgs a) {
+// Two CTAs per SM (64 registers): the rows of a prefill are many and short.
+__global__ void __launch_bounds__(kTopkThreads, 2) topk_kernel(const __grid_constant__ TopkArgs a) {
     extern __shared__ __align__(16) uint8_t smem[];
     uint64_t *sel = reinterpret_cast<uint64_t *>(smem);
     uint32_t *hist = reinterpret_cast<uint32_t *>(sel + a.sort_size);
@@ -202,15 +204,15 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const __grid_constan
     for (int j = tid; j < kHistBins; j += kTopkThreads) hist[j] = 0;
     if (tid == 0) scan[kSlotAppend] = 0;
     __syncthreads();
-    for (int64_t base = int64_t(warp) * 32; base < n; base += int64_t(kTopkThreads) * kUnroll) {
-        float v[kUnroll];
+    for (int64_t base = int64_t(warp) * 32; base < n; base += int64_t(kTopkThreads) * kUnrollFirst) {
+        float v[kUnrollFirst];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
+        for (int u = 0; u < kUnrollFirst; ++u) {
             const int64_t j = base + u * kTopkThreads + lane;
             v[u] = j < n ? src[j] : -INFINITY;
         }
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
+        for (int u = 0; u < kUnrollFirst; ++u) {
             const int64_t j = base + u * kTopkThreads + lane;
             const uint32_t key = order_key(v[u]);
             if (cached && j < n) staged[j] = key;
