@@ -205,11 +205,15 @@ void run_indexer_case(const IdxCase &c, uint64_t seed, void *stream) {
         for (int64_t r = 0; r < k.rows; ++r)
             if (rng() % 16 == 0) k.set_special(r * c.d + int64_t(rng() % c.d), c.special == kNanKeys ? 0 : 1 + int(rng() % 2));
     }
-    if (c.special == kOddScales) {  // FP8 keys with zero and negative scales: re-derive values
-        for (int64_t r = 0; r < k.rows; ++r) {
+    if (c.special == kOddScales) {  // FP8 keys with zero and negative scales, some negative
+        for (int64_t r = 0; r < k.rows; ++r) {  // query scales; values re-derived
             if (r % 5 == 1) k.scale[size_t(r)] = 0.0f;
             if (r % 5 == 3) k.scale[size_t(r)] = -k.scale[size_t(r)];
             for (int64_t i = 0; i < c.d; ++i) k.set(r * c.d + i, k.bytes[size_t(r * c.d + i)]);
+        }
+        for (int64_t r = 0; r < q.rows; r += 7 * c.h + 3) {  // not in every query
+            q.scale[size_t(r)] = -q.scale[size_t(r)];
+            for (int64_t i = 0; i < c.d; ++i) q.set(r * c.d + i, q.bytes[size_t(r * c.d + i)]);
         }
     }
 
@@ -452,7 +456,7 @@ std::vector<IdxCase> indexer_cases() {
     c.b = 1, c.s_q = 70, c.s_k = 300, c.topk = 77;
     add(c, "prefill");
     c.special = kOddScales, c.b = 2, c.s_q = 2, c.s_k = 700;
-    add(c, "zero / negative key scales");
+    add(c, "zero / negative scales");
     c.special = kNanKeys;
     add(c, "NaN keys");
     c.special = kNone;
