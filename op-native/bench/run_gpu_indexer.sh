@@ -65,7 +65,7 @@ else
 fi
 
 step "bench: mla4j"
-timeout 150 "$build/bench_indexer" $quick | tee "$build/bench_indexer_mla4j.txt" || status=1
+timeout 150 "$build/bench/bench_indexer" $quick | tee "$build/bench_indexer_mla4j.txt" || status=1
 
 step "bench: plain PyTorch"
 timeout 150 python3 "$here/torch_indexer.py" $quick | tee "$build/bench_indexer_torch.txt" || status=1
