@@ -277,6 +277,10 @@ typedef struct mla_quant_params {
     mla_exec exec;
 } mla_quant_params;
 
+/* On a CUDA device (exec.device >= 0): kv and the cache are device pointers (plain host memory
+ * is an invalid argument), ordered on exec.stream, no data read on the host; quantize writes
+ * the CPU's bytes exactly, dequantize the CPU's values (NaN payloads included, except for an
+ * fp8 NaN times a NaN scale). exec.workspace is not used. */
 mla_status mla_kv_quantize(const mla_quant_params *p);
 mla_status mla_kv_dequantize(const mla_quant_params *p);
 
@@ -351,13 +355,37 @@ typedef struct mla_indexer_params {
 } mla_indexer_params;
 
 mla_status mla_indexer_scores(const mla_indexer_params *p);
-/* Fused scores + top-k, memory O(s_k) per thread: no [s_q, s_k] buffer. */
+/* Fused scores + top-k, memory O(s_k) per thread: no [s_q, s_k] buffer. topk <= INT32_MAX
+ * (an invalid argument otherwise, on every device). */
 mla_status mla_indexer_topk(const mla_indexer_params *p);
 mla_status mla_indexer_scores_bwd(const mla_indexer_params *p);
 
+/*
+ * On a CUDA device (exec.device >= 0), mla_indexer_scores and mla_indexer_topk take device
+ * pointers only (plain host memory is an invalid argument), are ordered on exec.stream, do not
+ * synchronise it and read none of the pointed-to data on the host.
+ *  - Scores: float32 accumulation in another order than the CPU's (float64 when an input is
+ *    float64); DeepSeek's shape (h 64, d 128, q and k both bf16 or both float8_e4m3, w not
+ *    float64) runs on the tensor cores of an sm_90 device, everything else on a CUDA-core
+ *    kernel. FP8 scales are meant to be finite: for a non-finite scale the GPU and the CPU may
+ *    give different scores. A non-finite w may differ likewise (the GPU adds w * 0 for a
+ *    negative dot product, the CPU skips it).
+ *  - Top-k: the CPU's rules exactly, applied to the GPU's scores. min(topk, s_k) <= 16384
+ *    (MLA_ERR_UNSUPPORTED otherwise: the chosen entries are sorted in shared memory).
+ *    exec.workspace must hold mla_indexer_topk_workspace_size(p) bytes: the scores go through
+ *    it in chunks of query rows (at most 32 MiB of them), never all at once.
+ */
+/* Bytes of exec.workspace that mla_indexer_topk needs for these params (sizes, dtypes and
+ * exec.device are read, no pointed-to data): 0 for a CPU call; -1 on an invalid argument (the
+ * message in mla_last_error()). */
+int64_t mla_indexer_topk_workspace_size(const mla_indexer_params *p);
+
 /* Top-k of float32 scores [rows, n] (contiguous) -> int32 [rows, k], descending, ties by the
  * lower index, -inf and NaN entries never chosen, -1 where fewer than k remain. values
- * (optional, float32 [rows, k]) gets the chosen scores (-inf where -1). */
+ * (optional, float32 [rows, k]) gets the chosen scores (-inf where -1). k <= INT32_MAX (an
+ * invalid argument otherwise, on every device). On a CUDA device: device pointers only, no
+ * data read on the host, the same output as the CPU bit for bit; min(k, n) <= 16384
+ * (MLA_ERR_UNSUPPORTED otherwise); exec.workspace is not used. */
 typedef struct mla_topk_params {
     int64_t rows, n, k;
     const float *scores;
@@ -374,7 +402,13 @@ mla_status mla_topk(const mla_topk_params *p);
  * rope dims of token i turn by R(positions[i]) (R(-positions[i]) when inverse); the other dims
  * are copied. out may equal x when x is contiguous (any other overlap is an invalid argument).
  * rope.rope_dim = 0 copies. The backward is the same call with `inverse` flipped (R is
- * orthogonal: dx = R(p)^T dy = R(-p) dy). */
+ * orthogonal: dx = R(p)^T dy = R(-p) dy).
+ * On a CUDA device (exec.device >= 0): x, positions, the cos/sin tables and out are device
+ * pointers (plain host memory is an invalid argument), the call is ordered on exec.stream and
+ * reads none of their data on the host, so a position outside [0, table_len) cannot be refused:
+ * that token's rotated dims are NaN (the other dims copied). With tables the output equals the
+ * CPU's bit for bit; from theta (and YaRN) it may differ in the last place (cos / sin in double
+ * on the device). */
 typedef struct mla_rope_params {
     int32_t dtype;
     int64_t n, h, d;

@@ -1,14 +1,16 @@
 // Entry points of the KV cache ops (ops.md section 5): argument checks, then the CPU kernels,
-// or for append with exec.device >= 0 the CUDA kernel (src/cuda/kv_append.cu). Every argument
-// the host can see is checked before anything is written.
+// or with exec.device >= 0 the CUDA kernels (src/cuda/kv_append.cu, src/cuda/common/kv_quant.cu).
+// Every argument the host can see is checked before anything is written.
 #include <algorithm>
 #include <exception>
 #include <utility>
 #include <vector>
+#include "api/device_dispatch.h"
 #include "common/cache.h"
 #include "common/error.h"
 #include "cpu/misc_kernels.h"
 #ifdef MLA4J_WITH_CUDA
+#include "cuda/common/kv_quant.h"
 #include "cuda/kv_append.h"
 #endif
 
@@ -58,6 +60,13 @@ extern "C" mla_status mla_kv_quantize(const mla_quant_params *p) {
     MLA_REQUIRE(out.data != nullptr, "%s: cache_out (or cache.data) must not be null", op);
     CacheLayout l;
     MLA_TRY(check_quant(*p, out, op, &l));
+    if (p->exec.device >= 0) {
+#ifdef MLA4J_WITH_CUDA
+        return mla::run_on_device(p->exec, op, [&] { return mla::cuda::kv_quantize(*p, out, l); });
+#else
+        return mla::run_on_device(p->exec, op, [] { return MLA_OK; });
+#endif
+    }
     void *dst = const_cast<void *>(out.data);
     return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::kv_quantize(*p, l, dst); });
 }
@@ -67,6 +76,13 @@ extern "C" mla_status mla_kv_dequantize(const mla_quant_params *p) {
     if (!p) return fail(MLA_ERR_INVALID_ARGUMENT, "%s: params must not be null", op);
     CacheLayout l;
     MLA_TRY(check_quant(*p, p->cache, op, &l));
+    if (p->exec.device >= 0) {
+#ifdef MLA4J_WITH_CUDA
+        return mla::run_on_device(p->exec, op, [&] { return mla::cuda::kv_dequantize(*p, l); });
+#else
+        return mla::run_on_device(p->exec, op, [] { return MLA_OK; });
+#endif
+    }
     return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::kv_dequantize(*p, l); });
 }
 

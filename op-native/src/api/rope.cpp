@@ -1,10 +1,16 @@
-// Entry point of the RoPE op (ops.md section 7): argument checks, then the CPU kernel.
+// Entry point of the RoPE op (ops.md section 7): argument checks, then the CPU kernel, or with
+// exec.device >= 0 the CUDA kernel (src/cuda/common/rope_apply.cu), before anything reads the
+// positions on the host.
 #include <algorithm>
 #include <cstdint>
+#include "api/device_dispatch.h"
 #include "common/dtype.h"
 #include "common/error.h"
 #include "common/rope.h"
 #include "cpu/misc_kernels.h"
+#ifdef MLA4J_WITH_CUDA
+#include "cuda/common/rope_apply.h"
+#endif
 
 namespace {
 
@@ -45,11 +51,23 @@ extern "C" mla_status mla_rope_apply(const mla_rope_params *p) {
     MLA_REQUIRE(p->d >= 1, "%s: d must be >= 1, got %lld", op, (long long)p->d);
     bool rotate = p->rope.rope_dim != 0;
     if (rotate) MLA_TRY(mla::check_rope(p->rope, p->d, op, "rope"));
-    if (p->n == 0) return mla::cpu::run_on_cpu(p->exec, op, [] {});
+    if (p->n == 0) {
+        if (p->exec.device >= 0) return mla::run_on_device(p->exec, op, [] { return MLA_OK; });
+        return mla::cpu::run_on_cpu(p->exec, op, [] {});
+    }
     MLA_REQUIRE(p->x != nullptr, "%s: x must not be null", op);
     MLA_REQUIRE(p->out != nullptr, "%s: out must not be null", op);
+    if (rotate) MLA_REQUIRE(p->positions != nullptr, "%s: positions must not be null", op);
+    MLA_TRY(check_alias(*p, op));
+    // Device pointers: the positions are checked against a table on the device (mla.h).
+    if (p->exec.device >= 0) {
+#ifdef MLA4J_WITH_CUDA
+        return mla::run_on_device(p->exec, op, [&] { return mla::cuda::rope_apply(*p); });
+#else
+        return mla::run_on_device(p->exec, op, [] { return MLA_OK; });
+#endif
+    }
     if (rotate) {
-        MLA_REQUIRE(p->positions != nullptr, "%s: positions must not be null", op);
         if (p->rope.cos_table) {
             for (int64_t i = 0; i < p->n; ++i)
                 MLA_REQUIRE(p->positions[i] >= 0 && p->positions[i] < p->rope.table_len,
@@ -58,6 +76,5 @@ extern "C" mla_status mla_rope_apply(const mla_rope_params *p) {
                             (long long)p->rope.table_len, p->positions[i]);
         }
     }
-    MLA_TRY(check_alias(*p, op));
     return mla::cpu::run_on_cpu(p->exec, op, [&] { mla::cpu::rope_apply(*p); });
 }

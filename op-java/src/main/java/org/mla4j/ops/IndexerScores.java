@@ -1,7 +1,9 @@
 package org.mla4j.ops;
 
 import java.util.List;
+import org.mla4j.exec.HostOperands;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.exec.Operands;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -19,6 +21,7 @@ import org.nd4j.linalg.api.shape.LongShapeDescriptor;
  * ({@code qScale [b, s_q, h]} after w, then {@code kScale [b, s_k]}). Output
  * {@code scores float32 [b, s_q, s_k]}. Differentiable in q, k and w for float inputs
  * ({@link IndexerScoresBp}). {@link IndexerTopK} computes the top-k without the score matrix.
+ * Runs on a GPU under the placement switch ({@link org.mla4j.gpu.Placement}).
  */
 public class IndexerScores extends MlaOp {
     public static final String OP_NAME = "mla_indexer_scores";
@@ -89,23 +92,45 @@ public class IndexerScores extends MlaOp {
         return a.dataType() == DataType.UINT8 ? MlaLib.MLA_FP8_E4M3 : NativeLib.dtype(a.dataType());
     }
 
-    /** Fills the params shared by scores, top-k and backward. */
-    static void fill(MlaLib.mla_indexer_params p, INDArray[] in, boolean causal) {
+    /**
+     * Fills the params shared by scores, top-k and backward from the operands (host memory or
+     * device copies), with the device and stream of the call.
+     */
+    static void fill(MlaLib.mla_indexer_params p, Operands ops, INDArray[] in, boolean causal) {
         INDArray q = in[0], k = in[1], w = in[2];
         int next = 3;
         INDArray qs = q.dataType() == DataType.UINT8 ? in[next++] : null;
         INDArray ks = k.dataType() == DataType.UINT8 ? in[next] : null;
         p.q_dtype(code(q)).k_dtype(code(k)).w_dtype(code(w)).b(q.size(0)).s_q(q.size(1)).s_k(k.size(1))
-                .h(q.size(2)).d(q.size(3)).q(NativeLib.ptr(q)).k(NativeLib.ptr(k)).w(NativeLib.ptr(w))
-                .q_scale(NativeLib.floatPtr(qs)).k_scale(NativeLib.floatPtr(ks)).causal(causal ? 1 : 0);
-        p.exec().device(-1).num_threads(0);
+                .h(q.size(2)).d(q.size(3)).q(ops.in(q)).k(ops.in(k)).w(ops.in(w))
+                .q_scale(floats(ops.in(qs))).k_scale(floats(ops.in(ks))).causal(causal ? 1 : 0);
+        p.exec().device(ops.device()).num_threads(0).stream(ops.stream());
+    }
+
+    /** {@link #fill(MlaLib.mla_indexer_params, Operands, INDArray[], boolean)} on the host. */
+    static void fill(MlaLib.mla_indexer_params p, INDArray[] in, boolean causal) {
+        fill(p, HostOperands.INSTANCE, in, causal);
+    }
+
+    @Override
+    public boolean hasDeviceKernel() {
+        return true;
     }
 
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
+        boolean causal = causal();
+        place(ops -> launch(ops, in, causal, out[0]));
+    }
+
+    /**
+     * Fills the native parameters from the operands (host memory or device copies) and runs the
+     * scores: {@code in} as the op's inputs, {@code scores} the output.
+     */
+    public static void launch(Operands ops, INDArray[] in, boolean causal, INDArray scores) {
         try (MlaLib.mla_indexer_params p = new MlaLib.mla_indexer_params()) {
-            fill(p, in, causal());
-            p.scores(NativeLib.floatPtr(out[0]));
+            fill(p, ops, in, causal);
+            p.scores(floats(ops.out(scores)));
             NativeLib.check(MlaLib.mla_indexer_scores(p));
         }
     }

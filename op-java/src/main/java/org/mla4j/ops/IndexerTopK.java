@@ -2,6 +2,7 @@ package org.mla4j.ops;
 
 import java.util.List;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.exec.Operands;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -12,7 +13,8 @@ import org.nd4j.linalg.api.shape.LongShapeDescriptor;
 /**
  * The top-k keys of the lightning indexer per query, fused (no [s_q, s_k] matrix): inputs as
  * {@link IndexerScores}; output {@code indices int32 [b, s_q, topk]}, best first, -1 where
- * fewer than topk keys are visible.
+ * fewer than topk keys are visible. Runs on a GPU under the placement switch
+ * ({@link org.mla4j.gpu.Placement}), with the workspace the native query asks for.
  */
 public class IndexerTopK extends MlaOp {
     public static final String OP_NAME = "mla_indexer_topk";
@@ -49,10 +51,30 @@ public class IndexerTopK extends MlaOp {
     }
 
     @Override
+    public boolean hasDeviceKernel() {
+        return true;
+    }
+
+    @Override
     protected void compute(INDArray[] in, INDArray[] out) {
+        boolean causal = iarg(0) != 0;
+        long topk = iarg(1);
+        place(ops -> launch(ops, in, causal, topk, out[0]));
+    }
+
+    /**
+     * Fills the native parameters from the operands (host memory or device copies) and runs the
+     * fused top-k; a device call takes its workspace from the operands.
+     */
+    public static void launch(Operands ops, INDArray[] in, boolean causal, long topk, INDArray indices) {
         try (MlaLib.mla_indexer_params p = new MlaLib.mla_indexer_params()) {
-            IndexerScores.fill(p, in, iarg(0) != 0);
-            p.topk(iarg(1)).indices(NativeLib.intPtr(out[0]));
+            IndexerScores.fill(p, ops, in, causal);
+            p.topk(topk).indices(ints(ops.out(indices)));
+            if (ops.device() >= 0) {
+                long ws = MlaLib.mla_indexer_topk_workspace_size(p);
+                if (ws < 0) NativeLib.check(MlaLib.MLA_ERR_INVALID_ARGUMENT);
+                p.exec().workspace(ops.workspace(ws)).workspace_bytes(ws);
+            }
             NativeLib.check(MlaLib.mla_indexer_topk(p));
         }
     }

@@ -2,6 +2,7 @@ package org.mla4j.ops;
 
 import java.util.List;
 import org.mla4j.exec.NativeLib;
+import org.mla4j.exec.Operands;
 import org.mla4j.nativelib.MlaLib;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -12,7 +13,8 @@ import org.nd4j.linalg.api.shape.LongShapeDescriptor;
 /**
  * Top-k over the last dim of {@code scores float32 [rows, n]} (or any rank, rows = all leading
  * dims): outputs {@code indices int32 [.., k]} (descending, ties to the lower index, -inf and
- * NaN never chosen, -1 padding) and {@code values float32 [.., k]} (-inf where -1).
+ * NaN never chosen, -1 padding) and {@code values float32 [.., k]} (-inf where -1). Runs on a
+ * GPU under the placement switch ({@link org.mla4j.gpu.Placement}).
  */
 public class TopK extends MlaOp {
     public static final String OP_NAME = "mla_topk";
@@ -53,13 +55,26 @@ public class TopK extends MlaOp {
     }
 
     @Override
+    public boolean hasDeviceKernel() {
+        return true;
+    }
+
+    @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        INDArray s = in[0];
-        long n = s.size(s.rank() - 1);
+        long k = iarg(0);
+        place(ops -> launch(ops, in[0], k, out[0], out[1]));
+    }
+
+    /**
+     * Fills the native parameters from the operands (host memory or device copies) and runs the
+     * top-k over the last dimension of {@code scores}.
+     */
+    public static void launch(Operands ops, INDArray scores, long k, INDArray indices, INDArray values) {
+        long n = scores.size(scores.rank() - 1);
         try (MlaLib.mla_topk_params p = new MlaLib.mla_topk_params()) {
-            p.rows(n == 0 ? 0 : s.length() / n).n(n).k(iarg(0)).scores(NativeLib.floatPtr(s))
-                    .indices(NativeLib.intPtr(out[0])).values(NativeLib.floatPtr(out[1]));
-            p.exec().device(-1).num_threads(0);
+            p.rows(n == 0 ? 0 : scores.length() / n).n(n).k(k).scores(floats(ops.in(scores)))
+                    .indices(ints(ops.out(indices))).values(floats(ops.out(values)));
+            p.exec().device(ops.device()).num_threads(0).stream(ops.stream());
             NativeLib.check(MlaLib.mla_topk(p));
         }
     }
