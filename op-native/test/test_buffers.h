@@ -20,53 +20,12 @@ namespace mla_test {
 
 const double kInf = std::numeric_limits<double>::infinity();
 
-// ---- element encodings ----------------------------------------------------------------------
+// ---- element encodings (test_support.h) -------------------------------------------------------
 
-inline double bf16_value(uint16_t b) {
-    uint32_t u = uint32_t(b) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-// Round to nearest even (NaN stays NaN).
-inline uint16_t bf16_bits(double v) {
-    float f = float(v);
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    if (std::isnan(f)) return uint16_t((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return uint16_t(u >> 16);
-}
-
-inline double f16_value(uint16_t h) {
-    int sign = h >> 15, e = (h >> 10) & 31, m = h & 1023;
-    double v;
-    if (e == 0)
-        v = std::ldexp(double(m), -24);
-    else if (e == 31)
-        v = m ? std::nan("") : kInf;
-    else
-        v = std::ldexp(1.0 + m / 1024.0, e - 15);
-    return sign ? -v : v;
-}
-
-// Round to nearest even over the normal and subnormal range (|v| < 65504; test data is small).
-inline uint16_t f16_bits(double v) {
-    if (std::isnan(v)) return 0x7e00;
-    uint16_t sign = std::signbit(v) ? 0x8000 : 0;
-    double a = std::fabs(v);
-    if (a < std::ldexp(1.0, -14)) return sign | uint16_t(std::nearbyint(a * std::ldexp(1.0, 24)));
-    int e;
-    std::frexp(a, &e);
-    int E = e - 1;
-    double m = std::nearbyint((a / std::ldexp(1.0, E) - 1.0) * 1024.0);
-    if (m >= 1024) {
-        m = 0;
-        ++E;
-    }
-    return sign | uint16_t((E + 15) << 10) | uint16_t(m);
-}
+inline double bf16_value(uint16_t b) { return bf16_to_float(b); }
+inline uint16_t bf16_bits(double v) { return float_to_bf16(float(v)); }
+inline double f16_value(uint16_t h) { return f16_to_double(h); }
+inline uint16_t f16_bits(double v) { return double_to_f16(v); }
 
 inline int64_t elem_bytes(int dt) { return dt == MLA_FLOAT64 ? 8 : dt == MLA_FLOAT32 ? 4 : 2; }
 
@@ -130,25 +89,11 @@ struct Buf {
     }
 };
 
-// ---- device buffers --------------------------------------------------------------------------
+// ---- device buffers ----------------------------------------------------------------------------
 
-inline bool ok_or_report(mla_status st, const char *what) {
-    if (st == MLA_OK) return true;
-    check(false, "%s: status %d: %s", what, st, mla_last_error());
-    return false;
-}
-
-struct DevBuf {
-    void *ptr = nullptr;
-    int64_t bytes = 0;
-    DevBuf() = default;
-    DevBuf(const DevBuf &) = delete;
-    DevBuf &operator=(const DevBuf &) = delete;
-    ~DevBuf() { mla_cuda_free(ptr); }
-    bool alloc(int64_t n) {
-        bytes = std::max<int64_t>(n, 16);
-        return ok_or_report(mla_cuda_malloc(&ptr, bytes), "mla_cuda_malloc");
-    }
+// test_support.h's DeviceBuffer, with the helpers the attention tests use.
+struct DevBuf : DeviceBuffer {
+    bool alloc(int64_t n) { return DeviceBuffer::alloc(std::max<int64_t>(n, 16)); }
     bool upload(const void *src, int64_t n) {
         return alloc(n) && (n == 0 || ok_or_report(mla_cuda_memcpy(ptr, src, n, MLA_COPY_HOST_TO_DEVICE),
                                                    "mla_cuda_memcpy h2d"));
@@ -160,7 +105,7 @@ struct DevBuf {
     bool download(void *dst, int64_t n) const {
         return ok_or_report(mla_cuda_memcpy(dst, ptr, n, MLA_COPY_DEVICE_TO_HOST), "mla_cuda_memcpy d2h");
     }
-    bool poison() { return ok_or_report(mla_cuda_memset(ptr, 0xff, bytes), "mla_cuda_memset"); }
+    bool poison() { return fill(0xff); }
 };
 
 // ---- comparison ------------------------------------------------------------------------------
