@@ -850,8 +850,8 @@ void run_quant_case(const QuantCase &c, uint64_t seed, void *stream) {
         return;
     std::vector<uint8_t> got(want.size());
     if (!dc.download(got.data())) return;
-    int64_t differ = 0;
-    for (size_t i = 0; i < got.size(); ++i) differ += got[i] != want[i];
+    int64_t differ = 0;  // the cache's bytes (the buffers hold at least one)
+    for (int64_t i = 0; i < bytes; ++i) differ += got[size_t(i)] != want[size_t(i)];
     check(differ == 0, "%s: quantise: %lld of %lld cache bytes differ from the CPU", c.name.c_str(),
           (long long)differ, (long long)bytes);
 
