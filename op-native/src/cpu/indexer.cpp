@@ -7,6 +7,7 @@
 #include "common/parallel.h"
 #include "cpu/indexer_common.h"
 #include "cpu/misc_kernels.h"
+#include "cpu/topk_row.h"
 
 namespace mla {
 namespace cpu {
@@ -17,7 +18,7 @@ template <typename Acc>
 struct RowScratch {
     std::vector<Acc> q, w, k;
     std::vector<float> scores;   // fused top-k only
-    std::vector<int32_t> order;  // fused top-k only
+    TopkScratch topk;            // fused top-k only
 };
 
 // Scores of query row t of batch b into out[0, s_k); returns the number of visible keys.
@@ -60,7 +61,7 @@ void run_rows(const mla_indexer_params &p, bool fused) {
         sc.k.resize(size_t(kIndexerKeyTile * p.d));
         if (fused) {
             sc.scores.resize(size_t(p.s_k));
-            sc.order.resize(size_t(p.s_k));
+            sc.topk.reserve(p.s_k);
         }
     }
     parallel_for(rows, grain, p.exec.num_threads, [&](int64_t r0, int64_t r1, int worker) {
@@ -72,7 +73,7 @@ void run_rows(const mla_indexer_params &p, bool fused) {
                 continue;
             }
             int64_t visible = score_row(p, b, t, sc, sc.scores.data());
-            topk_row(sc.scores.data(), visible, p.topk, sc.order.data(), p.indices + r * p.topk,
+            topk_row(sc.scores.data(), visible, p.topk, sc.topk, p.indices + r * p.topk,
                      nullptr);
         }
     });
