@@ -103,7 +103,7 @@ public class IndexerScores extends MlaOp {
 
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        try (MlaLib.mla_indexer_params p = new MlaLib.mla_indexer_params()) {
+        try (MlaLib.mla_indexer_params p = NativeLib.params(MlaLib.mla_indexer_params.class, MlaLib.mla_indexer_params::new)) {
             fill(p, in, causal());
             p.scores(NativeLib.floatPtr(out[0]));
             NativeLib.check(MlaLib.mla_indexer_scores(p));

@@ -50,7 +50,7 @@ public class IndexerTopK extends MlaOp {
 
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        try (MlaLib.mla_indexer_params p = new MlaLib.mla_indexer_params()) {
+        try (MlaLib.mla_indexer_params p = NativeLib.params(MlaLib.mla_indexer_params.class, MlaLib.mla_indexer_params::new)) {
             IndexerScores.fill(p, in, iarg(0) != 0);
             p.topk(iarg(1)).indices(NativeLib.intPtr(out[0]));
             NativeLib.check(MlaLib.mla_indexer_topk(p));

@@ -160,7 +160,7 @@ public class SparseDecode extends MlaOp {
     protected void compute(INDArray[] in, INDArray[] out) {
         INDArray q = in[0];
         int[] s = slots();
-        try (MlaLib.mla_sparse_decode_params p = new MlaLib.mla_sparse_decode_params()) {
+        try (MlaLib.mla_sparse_decode_params p = NativeLib.params(MlaLib.mla_sparse_decode_params.class, MlaLib.mla_sparse_decode_params::new)) {
             p.dtype(NativeLib.dtype(q.dataType())).b(q.size(0)).s_q(q.size(1)).h_q(q.size(2))
                     .d_qk(q.size(3)).d_v(iarg(0)).q(NativeLib.ptr(q))
                     .q_stride(0, q.stride(0)).q_stride(1, q.stride(1)).q_stride(2, q.stride(2));

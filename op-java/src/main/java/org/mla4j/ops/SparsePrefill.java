@@ -126,7 +126,7 @@ public class SparsePrefill extends MlaOp {
 
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        try (MlaLib.mla_sparse_prefill_params p = new MlaLib.mla_sparse_prefill_params()) {
+        try (MlaLib.mla_sparse_prefill_params p = NativeLib.params(MlaLib.mla_sparse_prefill_params.class, MlaLib.mla_sparse_prefill_params::new)) {
             fillCommon(p, in);
             INDArray o = out[0];
             p.out(NativeLib.ptr(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))

@@ -56,7 +56,7 @@ public class TopK extends MlaOp {
     protected void compute(INDArray[] in, INDArray[] out) {
         INDArray s = in[0];
         long n = s.size(s.rank() - 1);
-        try (MlaLib.mla_topk_params p = new MlaLib.mla_topk_params()) {
+        try (MlaLib.mla_topk_params p = NativeLib.params(MlaLib.mla_topk_params.class, MlaLib.mla_topk_params::new)) {
             p.rows(n == 0 ? 0 : s.length() / n).n(n).k(iarg(0)).scores(NativeLib.floatPtr(s))
                     .indices(NativeLib.intPtr(out[0])).values(NativeLib.floatPtr(out[1]));
             p.exec().device(-1).num_threads(0);
