@@ -359,10 +359,14 @@ void sort_entries(uint64_t *a, int64_t n, int64_t want, uint32_t lo, uint32_t hi
     }
     for (uint32_t b = last + 1; b < buckets; ++b) pos[b] = sum;
     const uint32_t kept = sum;
-    for (int64_t i = 0; i < n; ++i) {
-        uint32_t b = id[i], p = pos[b];
-        tmp[p] = a[i];
-        pos[b] = p + (b <= last);
+    if (last == buckets - 1) {
+        for (int64_t i = 0; i < n; ++i) tmp[pos[id[i]]++] = a[i];
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            uint32_t b = id[i], p = pos[b];
+            tmp[p] = a[i];
+            pos[b] = p + (b <= last);
+        }
     }
     std::memcpy(a, tmp, size_t(kept) * 8);
     // pos[b] is now the end of bucket b.
@@ -400,15 +404,28 @@ void select_sorted(const uint32_t *key, int64_t n, int64_t m, uint32_t lo, uint3
     // all chosen, that bucket's keys are candidates, the rest is dropped.
     Digits dg = digits_for(lo, hi, n, 4);
     uint32_t buckets = 1u << dg.bits;
-    uint32_t count[size_t(1) << kMaxDigitBits];
-    std::memset(count, 0, buckets * 4);
+    // Four partial counts, so that runs of equal buckets do not queue on one counter.
+    uint32_t count[4][size_t(1) << kMaxDigitBits];
+    for (auto &c : count) std::memset(c, 0, buckets * 4);
     // A kNoKey entry counts in the last bucket (its key is above hi), so that bucket is chosen
     // only when it holds the m-th valid key anyway.
     uint32_t *ids = s.bucket.data();
     bucket_ids(key, n, lo, dg.shift, buckets - 1, ids);
-    for (int64_t i = 0; i < n; ++i) ++count[ids[i]];
-    int64_t below;
-    uint32_t b = find_bucket(count, m, &below);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        ++count[0][ids[i]];
+        ++count[1][ids[i + 1]];
+        ++count[2][ids[i + 2]];
+        ++count[3][ids[i + 3]];
+    }
+    for (; i < n; ++i) ++count[0][ids[i]];
+    int64_t below = 0;
+    uint32_t b = 0;
+    for (;; ++b) {
+        int64_t c = int64_t(count[0][b]) + count[1][b] + count[2][b] + count[3][b];
+        if (below + c >= m) break;
+        below += c;
+    }
     uint32_t c_lo = lo + (b << dg.shift);
     split(key, n, lo, b << dg.shift, 1u << dg.shift, win, &nw, cand, &nc);
     // The candidate range ends past hi; when it reaches 2^32 it holds the kNoKey entries too,
