@@ -220,9 +220,10 @@ MLA_TOPK_INLINE void split_impl(const uint32_t *key, int64_t n, uint32_t lo, uin
         vload(k, key + i);
         I in_w = (k - lo) < win_width;
         I in_c = (k - c_lo) < c_width;
-        int wb = lane_bits<VB>(in_w), cb = lane_bits<VB>(in_c);
-        if (wb) w += append_entries<VB>(k, index, wb, win + w);
-        if (cb) c += append_entries<VB>(k, index, cb, cand + c);
+        // Both appends always (an empty one stores and counts nothing): a branch on "any
+        // lane" would be mispredicted often.
+        w += append_entries<VB>(k, index, lane_bits<VB>(in_w), win + w);
+        c += append_entries<VB>(k, index, lane_bits<VB>(in_c), cand + c);
     }
 #endif
     for (; i < n; ++i) {
@@ -314,11 +315,13 @@ void insertion_sort(uint64_t *a, int64_t n) {
     }
 }
 
-// Sorts the `want` smallest entries of a[0, n) into a[0, want) (1 <= want <= n; what a[want,
-// n) holds afterwards is unspecified, stale copies included). Every key lies in [lo, hi]. (tmp, id): scratch of
-// n entries. A counting pass spreads the run over about n / 2 buckets of [lo, hi]; buckets of
-// more than kInsertionSort entries are sorted the same way (each level resolves at least 3
-// bits of the key, so the recursion is shallow), and one insertion pass orders the small ones.
+// Sorts the `want` smallest entries of a[0, n) into a[0, want) (1 <= want <= n; what
+// a[want, n) holds afterwards is unspecified, stale copies included). Every key lies in
+// [lo, hi]. (tmp, id): scratch of n entries. A counting pass spreads the run over about n
+// buckets of [lo, hi] (most then hold one entry or none, so the final insertion pass rarely
+// moves anything); buckets of more than kInsertionSort entries are sorted the same way (each
+// level resolves at least 5 bits of the key, so the recursion is shallow), and one insertion
+// pass orders the small ones.
 void sort_entries(uint64_t *a, int64_t n, int64_t want, uint32_t lo, uint32_t hi, uint64_t *tmp,
                   uint16_t *id) {
     if (n <= kInsertionSort) {
@@ -329,7 +332,7 @@ void sort_entries(uint64_t *a, int64_t n, int64_t want, uint32_t lo, uint32_t hi
         insertion_sort(a, n);
         return;
     }
-    Digits dg = digits_for(lo, hi, n, 2);
+    Digits dg = digits_for(lo, hi, n, 1);
     uint32_t buckets = 1u << dg.bits;
     uint32_t pos[size_t(1) << kMaxDigitBits];  // counts, then where each bucket goes
     std::memset(pos, 0, buckets * 4);
@@ -402,7 +405,7 @@ void select_sorted(const uint32_t *key, int64_t n, int64_t m, uint32_t lo, uint3
     }
     // One counting pass over the row finds the bucket of the m-th key: the lower buckets are
     // all chosen, that bucket's keys are candidates, the rest is dropped.
-    Digits dg = digits_for(lo, hi, n, 4);
+    Digits dg = digits_for(lo, hi, n, 2);
     uint32_t buckets = 1u << dg.bits;
     // Four partial counts, so that runs of equal buckets do not queue on one counter.
     uint32_t count[4][size_t(1) << kMaxDigitBits];
