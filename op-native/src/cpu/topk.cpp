@@ -336,11 +336,8 @@ void sort_entries(uint64_t *a, int64_t n, int64_t want, uint32_t lo, uint32_t hi
     uint32_t buckets = 1u << dg.bits;
     uint32_t pos[size_t(1) << kMaxDigitBits];  // counts, then where each bucket goes
     std::memset(pos, 0, buckets * 4);
-    for (int64_t i = 0; i < n; ++i) {
-        uint32_t b = (entry_key(a[i]) - lo) >> dg.shift;
-        id[i] = uint16_t(b);
-        ++pos[b];
-    }
+    for (int64_t i = 0; i < n; ++i) id[i] = uint16_t((entry_key(a[i]) - lo) >> dg.shift);
+    for (int64_t i = 0; i < n; ++i) ++pos[id[i]];
     int64_t below = 0;
     uint32_t last = want < n ? find_bucket(pos, want, &below) : buckets - 1;
     // Only the buckets up to `last` are wanted: an entry of a later bucket is written to the
@@ -463,7 +460,7 @@ void topk_row(const float *scores, int64_t n, int64_t k, TopkScratch &s, int32_t
     if (m > 0) {
         select_sorted(s.key.data(), n, m, lo, hi, s);
         const uint64_t *win = s.win.data();
-        for (int64_t i = 0; i < m; ++i) indices[i] = int32_t(uint32_t(win[i]));
+        for (int64_t i = 0; i < m; ++i) indices[i] = int32_t(uint32_t(win[i]));  // the index half
     }
     for (int64_t i = std::max<int64_t>(m, 0); i < k; ++i) indices[i] = -1;
     if (values) {
