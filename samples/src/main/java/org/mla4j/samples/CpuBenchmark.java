@@ -652,11 +652,12 @@ public final class CpuBenchmark {
         String peer = "mmul, SameDiff cost";
         String mmOutGroup = "SameDiff output() against the eager call: ND4J mmul (built-in peer), " + mmShape;
         String mmGradGroup = "SameDiff gradients against eager forward + backward: ND4J mmul (built-in peer), " + mmShape;
-        BenchCase mmEager = BenchCase.of(peer, "ND4J, eager mmuli", "f32", mmShape).flops(mm).group(mmOutGroup);
+        // Eager: Nd4j.gemm into preallocated column-major outputs (BLAS's own layout, no copy).
+        BenchCase mmEager = BenchCase.of(peer, "ND4J, eager Nd4j.gemm", "f32", mmShape).flops(mm).group(mmOutGroup);
         cases.add(mmEager.setup(() -> {
             INDArray x = data.randn(DataType.FLOAT, m, k), w = data.randn(DataType.FLOAT, k, n);
-            INDArray out = Nd4j.create(DataType.FLOAT, m, n);
-            return notingFaults(mmEager, "", () -> x.mmuli(w, out));
+            INDArray out = Nd4j.create(DataType.FLOAT, new long[] {m, n}, 'f');
+            return notingFaults(mmEager, "", () -> Nd4j.gemm(x, w, out, false, false, 1.0, 0.0));
         }));
         BenchCase mmOut = BenchCase.of(peer, "ND4J, SameDiff output()", "f32", mmShape).flops(mm).group(mmOutGroup);
         cases.add(mmOut.setup(() -> notingFaults(mmOut, "", sameDiffOutput(mmulGraph(m, k, n, false), "out"))));
@@ -668,12 +669,14 @@ public final class CpuBenchmark {
                 .group(mmGradGroup);
         cases.add(mmBoth.setup(() -> {
             INDArray x = data.randn(DataType.FLOAT, m, k), w = data.randn(DataType.FLOAT, k, n);
-            INDArray out = Nd4j.create(DataType.FLOAT, m, n), dOut = Nd4j.ones(DataType.FLOAT, m, n);
-            INDArray dx = Nd4j.create(DataType.FLOAT, m, k), dw = Nd4j.create(DataType.FLOAT, k, n);
-            return notingFaults(mmBoth, "out = x w; dx = dOut w^T; dw = x^T dOut", () -> {
-                x.mmuli(w, out);
-                dOut.mmuli(w.transpose(), dx);
-                x.transpose().mmuli(dOut, dw);
+            INDArray dOut = Nd4j.ones(DataType.FLOAT, m, n);
+            INDArray out = Nd4j.create(DataType.FLOAT, new long[] {m, n}, 'f');
+            INDArray dx = Nd4j.create(DataType.FLOAT, new long[] {m, k}, 'f');
+            INDArray dw = Nd4j.create(DataType.FLOAT, new long[] {k, n}, 'f');
+            return notingFaults(mmBoth, "out = x w; dx = dOut w^T; dw = x^T dOut (Nd4j.gemm)", () -> {
+                Nd4j.gemm(x, w, out, false, false, 1.0, 0.0);
+                Nd4j.gemm(dOut, w, dx, false, true, 1.0, 0.0);
+                Nd4j.gemm(x, dOut, dw, true, false, 1.0, 0.0);
             });
         }));
         BenchCase mmGrad = BenchCase.of(peer, "ND4J, SameDiff gradients", "f32", mmShape).flops(3 * mm)
