@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include "common/error.h"
+#include "common/fp8_encode.h"
 
 namespace mla {
 
@@ -96,28 +97,7 @@ void write_token(void *data, const mla_cache &c, const CacheLayout &l, int64_t b
         rope_part = row + l.d_nope;
         std::memset(scale_dst, 0, size_t(l.scale_row_bytes));
     }
-    for (int32_t t = 0; t < l.n_scales; ++t) {
-        float amax = 0.0f;
-        // NaN never counts (a comparison, not fmax: fmax turns a signalling NaN into a NaN
-        // result, which made the scale depend on where in the tile it sat).
-        for (int32_t i = t * l.tile; i < (t + 1) * l.tile; ++i) {
-            const float a = std::fabs(src[i]);
-            amax = a > amax ? a : amax;
-        }
-        float scale = fp8_tile_scale(amax);
-        for (int32_t i = t * l.tile; i < (t + 1) * l.tile; ++i) row[i] = float_to_fp8_e4m3(src[i] / scale);
-        if (l.kind == MLA_CACHE_V32) {
-            std::memcpy(scale_dst + 4 * t, &scale, 4);
-        } else {
-            int e;
-            std::frexp(scale, &e);  // scale = 0.5 * 2^e
-            scale_dst[t] = uint8_t(e - 1 + 127);
-        }
-    }
-    for (int32_t i = 0; i < l.d_rope; ++i) {
-        uint16_t v = float_to_bf16(src[l.d_nope + i]);
-        std::memcpy(rope_part + 2 * i, &v, 2);
-    }
+    encode_fp8_token(l, src, row, scale_dst, rope_part);
 }
 
 }  // namespace mla

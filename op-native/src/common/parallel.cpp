@@ -29,7 +29,10 @@ public:
     }
     int size() const { return int(threads_.size()) + 1; }
 
-    // Runs task(worker) on workers 0..count-1; worker 0 is the caller.
+    // Runs task(worker) on workers 0..count-1; worker 0 is the caller. A worker that has not
+    // picked the task up by the time the caller's own part is done is not waited for: the
+    // task (dynamic chunks) is finished by then, and on a busy machine a sleeping worker can
+    // take a scheduler time slice to wake up.
     void run(int count, const std::function<void(int)> &task) {
         std::lock_guard<std::mutex> job(job_mutex_);
         {
@@ -37,6 +40,8 @@ public:
             task_ = &task;
             active_ = count - 1;
             pending_ = count - 1;
+            started_ = 0;
+            open_ = true;
             ++generation_;
         }
         cv_.notify_all();
@@ -44,6 +49,8 @@ public:
         task(0);
         in_worker = false;
         std::unique_lock<std::mutex> g(m_);
+        open_ = false;                   // late workers skip this job
+        pending_ -= active_ - started_;  // and are not waited for
         done_cv_.wait(g, [this] { return pending_ == 0; });
         task_ = nullptr;
     }
@@ -56,10 +63,13 @@ private:
             const std::function<void(int)> *task;
             {
                 std::unique_lock<std::mutex> g(m_);
-                cv_.wait(g, [&] { return stop_ || (generation_ != seen && id <= active_); });
+                cv_.wait(g, [&] {
+                    return stop_ || (generation_ != seen && open_ && id <= active_);
+                });
                 if (stop_) return;
                 seen = generation_;
                 task = task_;
+                ++started_;
             }
             (*task)(id);
             std::lock_guard<std::mutex> g(m_);
@@ -71,7 +81,8 @@ private:
     std::mutex m_, job_mutex_;
     std::condition_variable cv_, done_cv_;
     const std::function<void(int)> *task_ = nullptr;
-    int active_ = 0, pending_ = 0;
+    int active_ = 0, pending_ = 0, started_ = 0;
+    bool open_ = false;
     uint64_t generation_ = 0;
     bool stop_ = false;
 };

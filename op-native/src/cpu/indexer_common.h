@@ -9,8 +9,15 @@
 namespace mla {
 namespace cpu {
 
-// Keys converted per step of a row: the tile stays in L1 while every head reads it.
+// Backward: keys converted per step of a row (the tile stays in L1 while every head reads it).
 constexpr int64_t kIndexerKeyTile = 32;
+
+// Forward (indexer.cpp): columns (query row x head) per block of queries, keys per tile
+// (a multiple of the micro kernel's keys), keys per micro kernel call (its accumulators are
+// kIndexerMicroKeys x 2 vectors: 12 of the 16 vector registers).
+constexpr int64_t kIndexerColumns = 128;
+constexpr int64_t kIndexerFwdKeyTile = 48;
+constexpr int kIndexerMicroKeys = 6;
 
 // All 256 float8_e4m3 codes as float (the scalar decoder is too slow for every key of every row).
 inline const float *indexer_fp8_table() {

@@ -55,8 +55,13 @@ void kv_quantize(const mla_quant_params &p, const CacheLayout &l, void *dst) {
                              std::memset(static_cast<uint8_t *>(dst) + blk * l.block_bytes + used,
                                          0, size_t(l.block_bytes - used));
                          for (int64_t t = 0; t < c.block_size; ++t) {
-                             load_row<float>(p.kv, p.dtype, (blk * c.block_size + t) * d, d, row);
-                             write_token(dst, c, l, blk, t, 0, row);
+                             int64_t at = (blk * c.block_size + t) * d;
+                             const float *src = static_cast<const float *>(p.kv) + at;
+                             if (p.dtype != MLA_FLOAT32) {  // float32 rows are read in place
+                                 load_row<float>(p.kv, p.dtype, at, d, row);
+                                 src = row;
+                             }
+                             write_token(dst, c, l, blk, t, 0, src);
                          }
                      }
                  });

@@ -28,10 +28,6 @@ void indexer_scores(const mla_indexer_params &p);
 void indexer_topk(const mla_indexer_params &p);
 void indexer_scores_bwd(const mla_indexer_params &p);
 
-// Top-k of one row of n scores. `scratch` holds n int32. Writes k indices (and values when
-// not null), -1 / -inf past the number of selectable entries.
-void topk_row(const float *scores, int64_t n, int64_t k, int32_t *scratch, int32_t *indices,
-              float *values);
 void topk(const mla_topk_params &p);
 
 void rope_apply(const mla_rope_params &p);

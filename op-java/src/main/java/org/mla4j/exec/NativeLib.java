@@ -1,5 +1,8 @@
 package org.mla4j.exec;
 
+import java.util.IdentityHashMap;
+import java.util.Map;
+import java.util.function.Supplier;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
@@ -13,6 +16,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /** Loads libmla4j and turns ND4J arrays into the raw pointers and codes of the C ABI. */
 public final class NativeLib {
     private static volatile boolean loaded;
+    private static final ThreadLocal<Map<Class<?>, Pointer>> PARAMS =
+            ThreadLocal.withInitial(IdentityHashMap::new);
 
     private NativeLib() {}
 
@@ -29,6 +34,27 @@ public final class NativeLib {
             }
             loaded = true;
         }
+    }
+
+    /**
+     * A zeroed params struct of the C ABI for one call, used in try-with-resources like a new
+     * one. Each thread keeps one struct per type and hands it out again (a new JavaCPP struct
+     * costs an allocation, a deallocator registration and a memory-usage check every call): the
+     * cache holds a reference of its own, so close() only returns the struct. While a struct is
+     * handed out, a nested request on the same thread gets a new one.
+     */
+    public static <P extends Pointer> P params(Class<P> type, Supplier<P> make) {
+        Map<Class<?>, Pointer> cache = PARAMS.get();
+        P p = type.cast(cache.get(type));
+        if (p == null) {
+            p = make.get();
+            p.retainReference();  // the cache's own reference
+            cache.put(type, p);
+        } else if (p.referenceCount() > 1) {
+            return make.get();    // in use further up this thread's stack
+        }
+        p.zero();
+        return p.retainReference();
     }
 
     public static String describe() {

@@ -213,7 +213,7 @@ public class Attention extends MlaOp {
 
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        try (MlaLib.mla_attention_params p = new MlaLib.mla_attention_params()) {
+        try (MlaLib.mla_attention_params p = NativeLib.params(MlaLib.mla_attention_params.class, MlaLib.mla_attention_params::new)) {
             fillCommon(p, in);
             p.out(NativeLib.ptr(out[0])).lse(NativeLib.floatPtr(out[1]));
             strides(out[0], p.out_stride());

@@ -82,7 +82,7 @@ public class AttentionBp extends MlaOp {
     protected void compute(INDArray[] in, INDArray[] out) {
         Attention f = fwd();
         int n = f.numForwardInputs();
-        try (MlaLib.mla_attention_params p = new MlaLib.mla_attention_params()) {
+        try (MlaLib.mla_attention_params p = NativeLib.params(MlaLib.mla_attention_params.class, MlaLib.mla_attention_params::new)) {
             f.fillCommon(p, in);
             p.out(NativeLib.ptr(in[n])).lse(NativeLib.floatPtr(in[n + 1])).dout(NativeLib.ptr(in[n + 2]));
             Attention.strides(in[n], p.out_stride());

@@ -202,7 +202,7 @@ public class DenseDecode extends MlaOp {
                                                          INDArray table, INDArray seqlens, INDArray sink,
                                                          INDArray positions, INDArray out, INDArray lse, long dV,
                                                          boolean causal, double scaleArg, RopeConfig rope) {
-        MlaLib.mla_dense_decode_params p = new MlaLib.mla_dense_decode_params();
+        MlaLib.mla_dense_decode_params p = NativeLib.params(MlaLib.mla_dense_decode_params.class, MlaLib.mla_dense_decode_params::new);
         p.dtype(NativeLib.dtype(q.dataType())).b(q.size(0)).s_q(q.size(1)).h_q(q.size(2))
                 .d_qk(q.size(3)).d_v(dV).q(ops.in(q))
                 .q_stride(0, q.stride(0)).q_stride(1, q.stride(1)).q_stride(2, q.stride(2));

@@ -128,7 +128,7 @@ public class IndexerScores extends MlaOp {
      * scores: {@code in} as the op's inputs, {@code scores} the output.
      */
     public static void launch(Operands ops, INDArray[] in, boolean causal, INDArray scores) {
-        try (MlaLib.mla_indexer_params p = new MlaLib.mla_indexer_params()) {
+        try (MlaLib.mla_indexer_params p = NativeLib.params(MlaLib.mla_indexer_params.class, MlaLib.mla_indexer_params::new)) {
             fill(p, ops, in, causal);
             p.scores(floats(ops.out(scores)));
             NativeLib.check(MlaLib.mla_indexer_scores(p));

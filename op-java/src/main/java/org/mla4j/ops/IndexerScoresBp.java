@@ -53,7 +53,7 @@ public class IndexerScoresBp extends MlaOp {
 
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
-        try (MlaLib.mla_indexer_params p = new MlaLib.mla_indexer_params()) {
+        try (MlaLib.mla_indexer_params p = NativeLib.params(MlaLib.mla_indexer_params.class, MlaLib.mla_indexer_params::new)) {
             IndexerScores.fill(p, Arrays.copyOf(in, 3), iarg(0) != 0);
             p.dscores(NativeLib.floatPtr(in[3])).dq(NativeLib.floatPtr(out[0])).dk(NativeLib.floatPtr(out[1]))
                     .dw(NativeLib.floatPtr(out[2]));

@@ -67,7 +67,7 @@ public class IndexerTopK extends MlaOp {
      * fused top-k; a device call takes its workspace from the operands.
      */
     public static void launch(Operands ops, INDArray[] in, boolean causal, long topk, INDArray indices) {
-        try (MlaLib.mla_indexer_params p = new MlaLib.mla_indexer_params()) {
+        try (MlaLib.mla_indexer_params p = NativeLib.params(MlaLib.mla_indexer_params.class, MlaLib.mla_indexer_params::new)) {
             IndexerScores.fill(p, ops, in, causal);
             p.topk(topk).indices(ints(ops.out(indices)));
             if (ops.device() >= 0) {

@@ -99,7 +99,7 @@ public class KvAppend extends MlaOp {
      */
     public static void launch(Operands ops, INDArray kv, Consumer<MlaLib.mla_cache> cache, long hKv, INDArray table,
                               INDArray seqlens) {
-        try (MlaLib.mla_append_params p = new MlaLib.mla_append_params()) {
+        try (MlaLib.mla_append_params p = NativeLib.params(MlaLib.mla_append_params.class, MlaLib.mla_append_params::new)) {
             p.dtype(NativeLib.dtype(kv.dataType())).b(kv.size(0)).n_new(kv.size(1)).d_qk(kv.size(2) / hKv)
                     .new_kv(ops.in(kv)).new_kv_stride(0, kv.stride(0)).new_kv_stride(1, kv.stride(1));
             cache.accept(p.cache());

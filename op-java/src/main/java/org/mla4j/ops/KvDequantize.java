@@ -60,7 +60,7 @@ public class KvDequantize extends MlaOp {
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
         CacheLayout l = CacheLayout.fromArgs(iArguments, 0);
-        try (MlaLib.mla_quant_params p = new MlaLib.mla_quant_params()) {
+        try (MlaLib.mla_quant_params p = NativeLib.params(MlaLib.mla_quant_params.class, MlaLib.mla_quant_params::new)) {
             p.dtype(NativeLib.dtype(out[0].dataType())).kv(NativeLib.ptr(out[0]));
             CacheArg.fill(p.cache(), in[0], l, iarg(4));
             p.cache_out(null);

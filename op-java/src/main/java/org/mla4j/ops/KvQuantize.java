@@ -60,7 +60,7 @@ public class KvQuantize extends MlaOp {
     protected void compute(INDArray[] in, INDArray[] out) {
         INDArray kv = in[0];
         CacheLayout l = layout();
-        try (MlaLib.mla_quant_params p = new MlaLib.mla_quant_params()) {
+        try (MlaLib.mla_quant_params p = NativeLib.params(MlaLib.mla_quant_params.class, MlaLib.mla_quant_params::new)) {
             p.dtype(NativeLib.dtype(kv.dataType())).kv(NativeLib.ptr(kv));
             CacheArg.fill(p.cache(), out[0], l, kv.size(1));
             p.cache_out(NativeLib.ptr(out[0]));

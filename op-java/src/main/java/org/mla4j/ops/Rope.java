@@ -79,7 +79,7 @@ public class Rope extends MlaOp {
         long d = x.size(x.rank() - 1);
         long h = x.rank() == 2 ? 1 : x.size(x.rank() - 2);
         long n = x.length() / (d * h);
-        try (MlaLib.mla_rope_params p = new MlaLib.mla_rope_params()) {
+        try (MlaLib.mla_rope_params p = NativeLib.params(MlaLib.mla_rope_params.class, MlaLib.mla_rope_params::new)) {
             p.dtype(NativeLib.dtype(x.dataType())).n(n).h(h).d(d).x(NativeLib.ptr(x))
                     .x_stride(0, h * d).x_stride(1, d).positions(NativeLib.intPtr(in[1]))
                     .inverse(inverse() ? 1 : 0).out(NativeLib.ptr(out[0]));

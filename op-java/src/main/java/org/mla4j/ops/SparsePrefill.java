@@ -168,7 +168,7 @@ public class SparsePrefill extends MlaOp {
     }
 
     private MlaLib.mla_sparse_prefill_params forwardParams(Operands ops, INDArray[] in, INDArray[] out) {
-        MlaLib.mla_sparse_prefill_params p = new MlaLib.mla_sparse_prefill_params();
+        MlaLib.mla_sparse_prefill_params p = NativeLib.params(MlaLib.mla_sparse_prefill_params.class, MlaLib.mla_sparse_prefill_params::new);
         fillCommon(ops, p, in);
         INDArray o = out[0];
         p.out(ops.out(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))

@@ -79,7 +79,7 @@ public class SparsePrefillBp extends MlaOp {
         SparsePrefill f = fwd();
         int n = f.numForwardInputs();
         place(ops -> {
-            try (MlaLib.mla_sparse_prefill_params p = new MlaLib.mla_sparse_prefill_params()) {
+            try (MlaLib.mla_sparse_prefill_params p = NativeLib.params(MlaLib.mla_sparse_prefill_params.class, MlaLib.mla_sparse_prefill_params::new)) {
                 f.fillCommon(ops, p, in);
                 INDArray o = in[n], dout = in[n + 2];
                 p.out(ops.in(o)).out_stride(0, o.stride(0)).out_stride(1, o.stride(1))

@@ -71,7 +71,7 @@ public class TopK extends MlaOp {
      */
     public static void launch(Operands ops, INDArray scores, long k, INDArray indices, INDArray values) {
         long n = scores.size(scores.rank() - 1);
-        try (MlaLib.mla_topk_params p = new MlaLib.mla_topk_params()) {
+        try (MlaLib.mla_topk_params p = NativeLib.params(MlaLib.mla_topk_params.class, MlaLib.mla_topk_params::new)) {
             p.rows(n == 0 ? 0 : scores.length() / n).n(n).k(k).scores(floats(ops.in(scores)))
                     .indices(ints(ops.out(indices))).values(floats(ops.out(values)));
             p.exec().device(ops.device()).num_threads(0).stream(ops.stream());

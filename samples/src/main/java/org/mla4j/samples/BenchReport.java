@@ -84,7 +84,7 @@ final class BenchReport {
         out.flush();
     }
 
-    /** Rows that share a group, each with its time relative to the group's first row. */
+    /** Rows that share a group, each with its rate, its fraction of the ceiling and its time relative to the group's first row. */
     void printGroups() {
         Map<String, List<Row>> groups = new LinkedHashMap<>();
         for (Row r : rows) {
@@ -98,8 +98,9 @@ final class BenchReport {
                 String rel = r.ok() && ref.ok()
                         ? String.format("%6.2fx the time of the first row", r.timing().medianMs() / ref.timing().medianMs())
                         : "";
-                out.printf("    %-28s %-34s %-5s %-40s %10s ms %9s GFLOP/s  %s%n", r.c().op, r.c().impl, r.c().dtype,
-                        trim(r.c().shape, 40), r.ok() ? ms(r.timing().medianMs()) : "FAILED", rate(r.gflops()), rel);
+                String speed = r.c().bound() == BenchCase.Bound.MEMORY ? rate(r.gbytes()) + " GB/s" : rate(r.gflops()) + " GFLOP/s";
+                out.printf("    %-28s %-40s %-5s %-40s %10s ms %15s %10s  %s%n", trim(r.c().op, 28), trim(r.c().impl, 40),
+                        r.c().dtype, trim(r.c().shape, 40), r.ok() ? ms(r.timing().medianMs()) : "FAILED", speed, fraction(r), rel);
             }
         }
         out.flush();

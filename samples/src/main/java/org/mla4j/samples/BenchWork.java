@@ -12,7 +12,8 @@ import java.util.Set;
  * <li>Attention backward: {@link #BACKWARD_FACTOR} times the forward of the same shape.</li>
  * <li>Decode (dense or sparse): {@code 2 h_q s_q N (d_qk + d_v)} over the N tokens each query
  * attends; bytes = q + the unique KV rows read (in their stored format) + out.</li>
- * <li>Lightning indexer: {@code 2 h d} FLOP per visible (query, key) pair.</li>
+ * <li>Lightning indexer: {@code 2 h (d + 1)} FLOP per visible (query, key) pair: the h dot products
+ * of d dims and the weighted sum of their relu.</li>
  * <li>Memory-bound ops (quantise, append, RoPE, top-k): bytes read + bytes written.</li>
  * </ul>
  */
@@ -40,9 +41,9 @@ final class BenchWork {
         return 2.0 * hQ * totalQueryRowsTimesKeys * (dQk + dV);
     }
 
-    /** Indexer FLOP: 2 h d per visible (query, key) pair. */
+    /** Indexer FLOP: 2 h (d + 1) per visible (query, key) pair (dot products, weighted relu sum). */
     static double indexerFlops(long b, long h, long d, long sQ, long sK, boolean causal) {
-        return 2.0 * h * d * b * attendedPairs(sQ, sK, causal);
+        return 2.0 * h * (d + 1) * b * attendedPairs(sQ, sK, causal);
     }
 
     /** Number of distinct valid (>= 0) entries of an index array. */

@@ -61,6 +61,7 @@ public final class CpuBenchmark {
     private static final Map<String, INDArray> NO_PLACEHOLDERS = Collections.emptyMap();
     private static final int GEMM_N = 1024;
     private static final long COPY_ELEMENTS = 32L << 20;
+    private static final String MEMORY_GROUP = "KV quantise and top-k (rate against the copy ceiling)";
 
     private final boolean quick;
     private final BenchData data = new BenchData(42);
@@ -121,6 +122,7 @@ public final class CpuBenchmark {
         kvCacheOps();
         indexer();
         rope();
+        sameDiffOverhead();
 
         List<BenchCase> selected = new ArrayList<>();
         for (BenchCase c : cases) {
@@ -197,7 +199,7 @@ public final class CpuBenchmark {
         out.println("  FLOP convention: attention forward 2*(d_qk + d_v) per (query head, attended key), causal counts only");
         out.println("                   attended pairs; backward = " + BenchWork.BACKWARD_FACTOR
                 + " x forward; decode 2*h_q*s_q*N*(d_qk + d_v) over attended tokens N;");
-        out.println("                   indexer 2*h*d per visible (query, key); softmax, masking, dequantisation not counted");
+        out.println("                   indexer 2*h*(d+1) per visible (query, key); softmax, masking, dequantisation not counted");
         out.println("  byte convention: decode = q + unique KV rows read (stored format) + out; quantise/append/RoPE/top-k =");
         out.println("                   bytes read + bytes written");
         out.println("  ceilings       : ND4J float32 gemm " + GEMM_N + "^3 (Nd4j.gemm) for FLOP/s, ND4J assign of "
@@ -530,7 +532,7 @@ public final class CpuBenchmark {
             for (DataType t : types()) {
                 String shape = blocks * bs + " tokens of " + l.dQk() + " (" + blocks + " blocks of " + bs + ")";
                 BenchCase c = BenchCase.of("kv quantize, " + l.name(), "mla4j, eager Nd4j.exec", tag(t), shape)
-                        .memoryBound().fullOnly(t != DataType.FLOAT || l == CacheLayout.MODEL1)
+                        .memoryBound().fullOnly(t != DataType.FLOAT || l == CacheLayout.MODEL1).group(MEMORY_GROUP)
                         .note("bytes = rows read + FP8 cache written");
                 cases.add(c.setup(() -> {
                     INDArray kv = data.randn(t, blocks, bs, l.dQk());
@@ -564,9 +566,10 @@ public final class CpuBenchmark {
         int b = 1, h = 16, d = 128, sQ = quick ? 64 : 256, sK = quick ? 1024 : 2048, topk = quick ? 256 : 512;
         String shape = "b " + b + ", s_q " + sQ + ", s_k " + sK + ", h " + h + ", d " + d + ", causal";
         double flops = BenchWork.indexerFlops(b, h, d, sQ, sK, true);
+        String group = "lightning indexer, " + shape + " (rate against the gemm ceiling)";
         for (String kind : new String[] {"f32", "bf16", "fp8"}) {
             cases.add(BenchCase.of("indexer top-" + topk + " (fused)", "mla4j, eager Nd4j.exec", kind, shape)
-                    .flops(flops).fullOnly(!kind.equals("f32"))
+                    .flops(flops).fullOnly(!kind.equals("f32")).group(group)
                     .note(kind.equals("fp8") ? "q, k float8_e4m3 with float32 scales" : "no [s_q, s_k] matrix")
                     .setup(() -> {
                         INDArray w = data.randn(DataType.FLOAT, b, sQ, h);
@@ -579,12 +582,13 @@ public final class CpuBenchmark {
                                 t == DataType.FLOAT ? w : w.castTo(t), null, null, true, topk));
                     }));
         }
-        cases.add(BenchCase.of("indexer scores", "mla4j, eager Nd4j.exec", "f32", shape).flops(flops).fullOnly()
+        cases.add(BenchCase.of("indexer scores", "mla4j, eager Nd4j.exec", "f32", shape).flops(flops).fullOnly().group(group)
                 .note("the [b, s_q, s_k] float32 matrix, for comparison with the fused top-k")
                 .setup(() -> eager(new IndexerScores(data.randn(DataType.FLOAT, b, sQ, h, d),
                         data.randn(DataType.FLOAT, b, sK, d), data.randn(DataType.FLOAT, b, sQ, h), null, null, true))));
         BenchCase topK = BenchCase.of("top-" + topk, "mla4j, eager Nd4j.exec", "f32", sQ + " rows of " + sK)
-                .memoryBound().bytes(4.0 * sQ * sK + 8.0 * sQ * topk).note("bytes = scores read + indices and values written");
+                .memoryBound().bytes(4.0 * sQ * sK + 8.0 * sQ * topk).group(MEMORY_GROUP)
+                .note("bytes = scores read + indices and values written");
         cases.add(topK.setup(() -> eager(new TopK(data.randn(DataType.FLOAT, sQ, sK), topk))));
     }
 
@@ -601,6 +605,128 @@ public final class CpuBenchmark {
                 c.bytes(2 * BenchData.bytes(x) + BenchData.bytes(pos));
                 return eager(new Rope(x, pos, cfg, false));
             }));
+        }
+    }
+
+    // ---------------------------------------------------------------- SameDiff's cost per call
+
+    /**
+     * What SameDiff adds to one op, side by side with the eager calls: {@code output()} against
+     * the eager forward, {@code calculateGradients()} against the eager forward + backward, for
+     * mla4j's attention and, as the peer, ND4J's own matrix product of about the same cost and
+     * the same output size. A row's note gives the page faults one call takes (memory SameDiff
+     * allocates fresh per call: the returned arrays, and in calculateGradients every array, as
+     * M2.1 turns SameDiff's array cache off for the gradient function). "result closed" rows close
+     * the returned arrays after each call, so that their memory is reused.
+     */
+    private void sameDiffOverhead() {
+        int b = 1, s = quick ? 128 : 512, h = 8, dQk = 192, dV = 128;
+        String shape = "b " + b + ", s " + s + ", h " + h + ", d " + dQk + "/" + dV + ", causal";
+        double fwd = BenchWork.attentionFlops(b, h, s, s, dQk, dV, true);
+        String op = "attention (MHA), SameDiff cost";
+        String outGroup = "SameDiff output() against the eager call: mla4j attention forward, " + shape;
+        String gradGroup = "SameDiff gradients against eager forward + backward: mla4j attention, " + shape;
+        BenchCase eagerFwd = BenchCase.of(op, "mla4j, eager forward", "f32", shape).flops(fwd).group(outGroup);
+        cases.add(eagerFwd.setup(() -> notingFaults(eagerFwd, "", eager(new Attention(data.randn(DataType.FLOAT, b, s, h, dQk),
+                data.randn(DataType.FLOAT, b, s, h, dQk), data.randn(DataType.FLOAT, b, s, h, dV), null, null, null, null,
+                new Attention.Options().causal(true))))));
+        BenchCase sdOut = BenchCase.of(op, "mla4j, SameDiff output()", "f32", shape).flops(fwd).group(outGroup);
+        cases.add(sdOut.setup(() -> notingFaults(sdOut, "",
+                sameDiffOutput(mlaAttentionGraph(DataType.FLOAT, b, s, h, dQk, dV, true, false), "out"))));
+        BenchCase sdOutClosed = BenchCase.of(op, "mla4j, SameDiff output(), result closed", "f32", shape).flops(fwd)
+                .group(outGroup).fullOnly();
+        cases.add(sdOutClosed.setup(() -> notingFaults(sdOutClosed, "the returned array is closed after each call",
+                sameDiffOutputClosed(mlaAttentionGraph(DataType.FLOAT, b, s, h, dQk, dV, true, false), "out"))));
+        double both = (1 + BenchWork.BACKWARD_FACTOR) * fwd;
+        BenchCase eagerBoth = BenchCase.of(op, "mla4j, eager forward + backward", "f32", shape).flops(both).group(gradGroup);
+        cases.add(eagerBoth.setup(() -> notingFaults(eagerBoth, "", attentionForwardBackward(b, s, h, dQk, dV))));
+        BenchCase sdGrad = BenchCase.of(op, "mla4j, SameDiff gradients", "f32", shape).flops(both).group(gradGroup)
+                .fullOnly();
+        cases.add(sdGrad.setup(() -> notingFaults(sdGrad, "calculateGradients of sum(out) w.r.t. q, k, v",
+                sameDiffGradients(mlaAttentionGraph(DataType.FLOAT, b, s, h, dQk, dV, true, true)))));
+
+        // The peer: x [s, h d_qk] times w [h d_qk, h d_v], an output of the attention's size.
+        long m = s, k = (long) h * dQk, n = (long) h * dV;
+        String mmShape = m + " x " + k + " times " + k + " x " + n;
+        double mm = 2.0 * m * k * n;
+        String peer = "mmul, SameDiff cost";
+        String mmOutGroup = "SameDiff output() against the eager call: ND4J mmul (built-in peer), " + mmShape;
+        String mmGradGroup = "SameDiff gradients against eager forward + backward: ND4J mmul (built-in peer), " + mmShape;
+        // Eager: Nd4j.gemm into preallocated column-major outputs (BLAS's own layout, no copy).
+        BenchCase mmEager = BenchCase.of(peer, "ND4J, eager Nd4j.gemm", "f32", mmShape).flops(mm).group(mmOutGroup);
+        cases.add(mmEager.setup(() -> {
+            INDArray x = data.randn(DataType.FLOAT, m, k), w = data.randn(DataType.FLOAT, k, n);
+            INDArray out = Nd4j.create(DataType.FLOAT, new long[] {m, n}, 'f');
+            return notingFaults(mmEager, "", () -> Nd4j.gemm(x, w, out, false, false, 1.0, 0.0));
+        }));
+        BenchCase mmOut = BenchCase.of(peer, "ND4J, SameDiff output()", "f32", mmShape).flops(mm).group(mmOutGroup);
+        cases.add(mmOut.setup(() -> notingFaults(mmOut, "", sameDiffOutput(mmulGraph(m, k, n, false), "out"))));
+        BenchCase mmOutClosed = BenchCase.of(peer, "ND4J, SameDiff output(), result closed", "f32", mmShape).flops(mm)
+                .group(mmOutGroup).fullOnly();
+        cases.add(mmOutClosed.setup(() -> notingFaults(mmOutClosed, "the returned array is closed after each call",
+                sameDiffOutputClosed(mmulGraph(m, k, n, false), "out"))));
+        BenchCase mmBoth = BenchCase.of(peer, "ND4J, eager forward + backward", "f32", mmShape).flops(3 * mm)
+                .group(mmGradGroup);
+        cases.add(mmBoth.setup(() -> {
+            INDArray x = data.randn(DataType.FLOAT, m, k), w = data.randn(DataType.FLOAT, k, n);
+            INDArray dOut = Nd4j.ones(DataType.FLOAT, m, n);
+            INDArray out = Nd4j.create(DataType.FLOAT, new long[] {m, n}, 'f');
+            INDArray dx = Nd4j.create(DataType.FLOAT, new long[] {m, k}, 'f');
+            INDArray dw = Nd4j.create(DataType.FLOAT, new long[] {k, n}, 'f');
+            return notingFaults(mmBoth, "out = x w; dx = dOut w^T; dw = x^T dOut (Nd4j.gemm)", () -> {
+                Nd4j.gemm(x, w, out, false, false, 1.0, 0.0);
+                Nd4j.gemm(dOut, w, dx, false, true, 1.0, 0.0);
+                Nd4j.gemm(x, dOut, dw, true, false, 1.0, 0.0);
+            });
+        }));
+        BenchCase mmGrad = BenchCase.of(peer, "ND4J, SameDiff gradients", "f32", mmShape).flops(3 * mm)
+                .group(mmGradGroup).fullOnly();
+        cases.add(mmGrad.setup(() -> notingFaults(mmGrad, "calculateGradients of sum(x w) w.r.t. x, w",
+                sameDiffGradients(mmulGraph(m, k, n, true)))));
+    }
+
+    private SameDiff mmulGraph(long m, long k, long n, boolean withLoss) {
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.var("x", data.randn(DataType.FLOAT, m, k));
+        SDVariable w = sd.var("w", data.randn(DataType.FLOAT, k, n).muli(1 / Math.sqrt(k)));
+        SDVariable out = x.mmul(w).rename("out");
+        if (withLoss) sd.setLossVariables(out.sum("loss"));
+        return sd;
+    }
+
+    /** Eager causal attention forward then backward (dOut all ones: the gradient of sum(out)). */
+    private Runnable attentionForwardBackward(int b, int s, int h, int dQk, int dV) {
+        INDArray q = data.randn(DataType.FLOAT, b, s, h, dQk), k = data.randn(DataType.FLOAT, b, s, h, dQk);
+        INDArray v = data.randn(DataType.FLOAT, b, s, h, dV);
+        Attention fwd = new Attention(q, k, v, null, null, null, null, new Attention.Options().causal(true));
+        INDArray[] res = Nd4j.exec(fwd);
+        AttentionBp bwd = new AttentionBp(new INDArray[] {q, k, v, res[0], res[1], Nd4j.onesLike(res[0])}, fwd);
+        return () -> {
+            Nd4j.exec(fwd);
+            Nd4j.exec(bwd);
+        };
+    }
+
+    /** Runs the body a few times and notes on c how many page faults one call takes. */
+    private static Runnable notingFaults(BenchCase c, String note, Runnable body) {
+        for (int i = 0; i < 2; i++) body.run();
+        long before = minorFaults();
+        int runs = 3;
+        for (int i = 0; i < runs; i++) body.run();
+        long after = minorFaults();
+        String faults = before < 0 || after < 0 ? "page faults n/a" : (after - before) / runs + " page faults a call";
+        c.note(note.isEmpty() ? faults : note + "; " + faults);
+        return body;
+    }
+
+    /** Minor page faults of this process so far (/proc/self/stat), or -1. */
+    private static long minorFaults() {
+        try {
+            String stat = Files.readString(Path.of("/proc/self/stat"));
+            String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+            return Long.parseLong(f[7]);  // field 10 of the file, counted after the command name
+        } catch (IOException | RuntimeException e) {
+            return -1;
         }
     }
 
@@ -627,6 +753,10 @@ public final class CpuBenchmark {
 
     private static Runnable sameDiffOutput(SameDiff sd, String output) {
         return () -> sd.output(NO_PLACEHOLDERS, output);
+    }
+
+    private static Runnable sameDiffOutputClosed(SameDiff sd, String output) {
+        return () -> sd.output(NO_PLACEHOLDERS, output).get(output).close();
     }
 
     private static Runnable sameDiffGradients(SameDiff sd) {
