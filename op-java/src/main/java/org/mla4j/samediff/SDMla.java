@@ -3,6 +3,7 @@ package org.mla4j.samediff;
 import org.mla4j.ops.Attention;
 import org.mla4j.ops.CacheLayout;
 import org.mla4j.ops.DenseDecode;
+import org.mla4j.ops.Fp8Check;
 import org.mla4j.ops.IndexerScores;
 import org.mla4j.ops.IndexerTopK;
 import org.mla4j.ops.KvAppend;
@@ -104,6 +105,11 @@ public class SDMla {
         return new KvQuantize(sd, kv, layout).outputVariable();
     }
 
+    /** FP8 quantisation that first refuses kv values the check rules out (NaN, Inf, past a limit). */
+    public SDVariable kvQuantize(SDVariable kv, CacheLayout layout, Fp8Check check) {
+        return new KvQuantize(sd, kv, layout, check).outputVariable();
+    }
+
     /** FP8 dequantisation: UINT8 [num_blocks, block_bytes] -> [num_blocks, block_size, d_qk]. */
     public SDVariable kvDequantize(SDVariable cache, CacheLayout layout, long blockSize, DataType type) {
         return new KvDequantize(sd, cache, layout, blockSize, type).outputVariable();
@@ -113,6 +119,12 @@ public class SDMla {
     public SDVariable kvAppend(SDVariable cache, SDVariable blockTable, SDVariable cacheSeqlens, SDVariable newKv,
                                CacheLayout layout, long blockSize) {
         return new KvAppend(sd, cache, blockTable, cacheSeqlens, newKv, layout, blockSize).outputVariable();
+    }
+
+    /** {@link #kvAppend} that first refuses newKv values the check rules out (FP8 layouts). */
+    public SDVariable kvAppend(SDVariable cache, SDVariable blockTable, SDVariable cacheSeqlens, SDVariable newKv,
+                               CacheLayout layout, long blockSize, Fp8Check check) {
+        return new KvAppend(sd, cache, blockTable, cacheSeqlens, newKv, layout, blockSize, check).outputVariable();
     }
 
     /** Lightning indexer scores: q [b, s_q, h, d], k [b, s_k, d], w [b, s_q, h] -> [b, s_q, s_k]. */

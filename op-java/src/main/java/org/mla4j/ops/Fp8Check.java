@@ -1,0 +1,146 @@
+package org.mla4j.ops;
+
+import java.util.Arrays;
+import java.util.List;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.api.ops.impl.reduce.longer.MatchCondition;
+import org.nd4j.linalg.api.shape.Shape;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.conditions.Conditions;
+
+/**
+ * The checked mode of FP8 quantisation ({@link KvQuantize}, {@link KvAppend} into a V32 or
+ * MODEL1 cache, the caches' {@code append}).
+ *
+ * <p>Why: an FP8 tile (e.g. 128 values of a V32 row) shares one power-of-two scale,
+ * {@code 2^ceil(log2(amax / 448))}, and e4m3's smallest step is {@code 2^-9} of it. One value
+ * of 1e30, or an Inf or NaN, in a tile therefore turns every other value of the tile into 0 (or
+ * the whole tile into NaN), and nothing says so. With a check, such input is refused with an
+ * {@link org.mla4j.MlaException} naming the op, the argument, the value and where it is; nothing
+ * is written.
+ *
+ * <ul>
+ * <li>{@link #OFF}: no check (the default; quantisation reads each value once);</li>
+ * <li>{@link #finite()}: refuses NaN and +-Inf;</li>
+ * <li>{@link #maxAbs(double)}: also refuses a value whose magnitude exceeds the limit;
+ * {@link #standard()} is {@code maxAbs(1e4)}: a value of 1e4 makes its tile's scale 32 and
+ * already zeroes the tile's values below 1/32, while normalised latents (DeepSeek's kv_norm
+ * output) stay far below it.</li>
+ * </ul>
+ *
+ * <p>Cost: the check runs in Java before the native call, as one ND4J reduction over the input
+ * (it reads the input once more; the position of a refused value is then found on the host).
+ * It needs no change of the C ABI: the native quantiser is unchanged. Figures: docs/perf.md.
+ */
+public final class Fp8Check {
+    private static final int MODE_OFF = 0, MODE_FINITE = 1, MODE_MAX_ABS = 2;
+
+    /** No check. */
+    public static final Fp8Check OFF = new Fp8Check(MODE_OFF, Double.POSITIVE_INFINITY);
+
+    private final int mode;
+    private final double limit;
+
+    private Fp8Check(int mode, double limit) {
+        this.mode = mode;
+        this.limit = limit;
+    }
+
+    /** Refuses NaN and +-Inf. */
+    public static Fp8Check finite() {
+        return new Fp8Check(MODE_FINITE, Double.POSITIVE_INFINITY);
+    }
+
+    /** Refuses NaN, +-Inf and any value with {@code |x| > limit} (limit finite, > 0). */
+    public static Fp8Check maxAbs(double limit) {
+        if (!(limit > 0) || !Double.isFinite(limit)) {
+            throw Check.fail("Fp8Check", "limit must be finite and > 0, got " + limit);
+        }
+        return new Fp8Check(MODE_MAX_ABS, limit);
+    }
+
+    /** {@code maxAbs(1e4)}: see the class description. */
+    public static Fp8Check standard() {
+        return maxAbs(1e4);
+    }
+
+    public boolean enabled() {
+        return mode != MODE_OFF;
+    }
+
+    /** The magnitude limit (+Inf when none). */
+    public double limit() {
+        return limit;
+    }
+
+    /**
+     * Refuses {@code x} when the check finds a value it rules out. {@code tile} is the number of
+     * values that share a scale, for the message.
+     */
+    public void verify(String op, String arg, INDArray x, int tile) {
+        if (mode == MODE_OFF || x.isEmpty()) return;
+        // One pass: |x| <= bound is false for NaN, for +-Inf (the bound is finite in x's type)
+        // and past the limit. (ND4J M2.1's isFinite condition misjudges HALF and BFLOAT16.)
+        double bound = Math.min(limit, largestFinite(x.dataType()));
+        long ok = Nd4j.getExecutioner().exec(new MatchCondition(x, Conditions.absLessThanOrEqual(bound))).getLong(0);
+        if (ok == x.length()) return;
+        long[] at = firstIndex(x, bound);
+        double v = at == null ? Double.NaN : x.getDouble(at);
+        String why = Double.isFinite(v)
+                ? "beyond the checked limit " + limit + " (Fp8Check.maxAbs): its FP8 tile of " + tile
+                  + " values would get the scale 2^" + scaleExponent(v) + " and every other value of the tile below "
+                  + "2^" + (scaleExponent(v) - 10) + " would become 0"
+                : "not finite: its FP8 tile of " + tile + " values would lose every other value";
+        throw Check.fail(op, arg + " holds " + v + " at " + (at == null ? "an unknown index" : Arrays.toString(at))
+                + ", " + why + "; nothing was written");
+    }
+
+    /** Largest finite value of a float type: a bound that the type itself represents exactly. */
+    private static double largestFinite(DataType t) {
+        switch (t) {
+            case HALF: return 65504;
+            case BFLOAT16: return 3.3895313892515355e38;
+            case FLOAT: return Float.MAX_VALUE;
+            default: return Double.MAX_VALUE;
+        }
+    }
+
+    /** The first index (row-major) of a value with !(|v| <= bound), read on the host slice by slice. */
+    private static long[] firstIndex(INDArray x, double bound) {
+        long slices = x.rank() <= 1 ? 1 : x.size(0);
+        for (long i = 0; i < slices; i++) {
+            INDArray part = x.rank() <= 1 ? x : x.slice(i);
+            double[] v = part.dup('c').castTo(DataType.DOUBLE).data().asDouble();
+            for (int j = 0; j < v.length; j++) {
+                if (!(Math.abs(v[j]) <= bound)) return Shape.ind2subC(x.shape(), i * v.length + j);
+            }
+        }
+        return null;
+    }
+
+    /** log2 of the tile scale a maximum of |v| gives (ops.md section 5). */
+    private static int scaleExponent(double v) {
+        return (int) Math.ceil(Math.log(Math.max(Math.abs(v) / 448, 1e-4)) / Math.log(2));
+    }
+
+    void addArgs(MlaOp op) {
+        op.addIArgument(mode);
+        op.addTArgument(mode == MODE_MAX_ABS ? limit : 0);
+    }
+
+    /** The check stored at iarg {@code iAt} / targ {@code tAt}; absent (graphs saved before it existed): OFF. */
+    static Fp8Check fromArgs(List<Long> i, int iAt, List<Double> t, int tAt) {
+        if (i.size() <= iAt) return OFF;
+        int mode = i.get(iAt).intValue();
+        if (mode == MODE_FINITE) return finite();
+        if (mode == MODE_MAX_ABS) return maxAbs(t.get(tAt));
+        return OFF;
+    }
+
+    @Override
+    public String toString() {
+        return mode == MODE_OFF ? "Fp8Check.OFF" : mode == MODE_FINITE ? "Fp8Check.finite()"
+                : "Fp8Check.maxAbs(" + limit + ")";
+    }
+}
