@@ -388,6 +388,31 @@ mla_status mla_rope_apply(const mla_rope_params *p);
 /* Fills freqs[rope_dim/2] with the angular frequency of each pair (YaRN applied). */
 mla_status mla_rope_frequencies(const mla_rope *rope, double *freqs);
 
+/* ---- 8. embedding lookup (ops.md section 9) -------------------------------------------------------------------- */
+
+/* Rows of a table picked by token ids: out[i, :] = table[indices[i], :] for i < n, with
+ * table [vocab, dim] (table_stride elements between rows, each row contiguous), indices int32
+ * [n], out [n, dim] contiguous. An id outside [0, vocab) is an invalid argument (the message
+ * names the first) and nothing is written.
+ * The backward is a scatter-add, not a product with a one-hot matrix: dtable [vocab, dim]
+ * (contiguous, overwritten) gets in row v the sum of the dout rows [n, dim] (contiguous) of
+ * the ids equal to v, added in id order, accumulated in float32 (float64 for MLA_FLOAT64);
+ * rows no id picks are 0. Work O(n * dim + vocab * dim), scratch O(n + vocab) ints. */
+typedef struct mla_embedding_params {
+    int32_t dtype;              /* table, out, dout, dtable: a float type */
+    int64_t n, vocab, dim;
+    const void *table;          /* forward */
+    int64_t table_stride;       /* >= dim */
+    const int32_t *indices;     /* [n] */
+    void *out;                  /* forward */
+    const void *dout;           /* backward */
+    void *dtable;               /* backward */
+    mla_exec exec;
+} mla_embedding_params;
+
+mla_status mla_embedding_fwd(const mla_embedding_params *p);
+mla_status mla_embedding_bwd(const mla_embedding_params *p);
+
 /* ---- library ----------------------------------------------------------------------------------- */
 
 /* Message of the last failure on this thread ("" when none). */

@@ -1,5 +1,6 @@
 // CPU kernels of the KV cache ops (ops.md section 5), the lightning indexer and top-k
-// (section 6) and RoPE (section 7). The entry points in src/api check every argument first;
+// (section 6), RoPE (section 7) and the embedding lookup (section 9). The entry points in
+// src/api check every argument first;
 // these functions assume valid arguments and write every element of their outputs.
 #pragma once
 #include <cstdint>
@@ -35,6 +36,11 @@ void topk_row(const float *scores, int64_t n, int64_t k, int32_t *scratch, int32
 void topk(const mla_topk_params &p);
 
 void rope_apply(const mla_rope_params &p);
+
+// out[i] = table[indices[i]] (ids checked by the caller).
+void embedding_fwd(const mla_embedding_params &p);
+// dtable = scatter-add of the dout rows by id (every row of dtable written).
+void embedding_bwd(const mla_embedding_params &p);
 
 }  // namespace cpu
 }  // namespace mla

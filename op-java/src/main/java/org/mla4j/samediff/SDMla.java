@@ -3,6 +3,7 @@ package org.mla4j.samediff;
 import org.mla4j.ops.Attention;
 import org.mla4j.ops.CacheLayout;
 import org.mla4j.ops.DenseDecode;
+import org.mla4j.ops.Embedding;
 import org.mla4j.ops.Fp8Check;
 import org.mla4j.ops.IndexerScores;
 import org.mla4j.ops.IndexerTopK;
@@ -140,6 +141,16 @@ public class SDMla {
     /** Top-k of the last dim: [indices int32, values float32]. */
     public SDVariable[] topK(SDVariable scores, long k) {
         return new TopK(sd, scores, k).outputVariables();
+    }
+
+    /**
+     * Embedding lookup that trains: {@code table [vocab, dim]} (a float type, usually a
+     * variable), {@code indices} INT or LONG token ids of any shape -> {@code [..indices, dim]}.
+     * Its gradient is a scatter-add into the table's gradient. Use it instead of
+     * {@code sd.gather(table, indices, 0)}, which breaks {@code sd.fit} in ND4J 1.0.0-M2.1.
+     */
+    public SDVariable embedding(SDVariable table, SDVariable indices) {
+        return new Embedding(sd, table, indices).outputVariable();
     }
 
     /** RoPE of x ([n, d], [n, h, d] or [b, s, h, d]) by positions (one per token). */
