@@ -92,7 +92,8 @@ public final class Fp8Check {
                   + " values would get the scale 2^" + scaleExponent(v) + " and every other value of the tile below "
                   + "2^" + (scaleExponent(v) - 10) + " would become 0"
                 : "not finite: its FP8 tile of " + tile + " values would lose every other value";
-        throw Check.fail(op, arg + " holds " + v + " at " + (at == null ? "an unknown index" : Arrays.toString(at))
+        String shown = x.dataType() == DataType.DOUBLE ? String.valueOf(v) : String.valueOf((float) v);
+        throw Check.fail(op, arg + " holds " + shown + " at " + (at == null ? "an unknown index" : Arrays.toString(at))
                 + ", " + why + "; nothing was written");
     }
 
