@@ -276,6 +276,14 @@ typedef struct mla_quant_params {
 mla_status mla_kv_quantize(const mla_quant_params *p);
 mla_status mla_kv_dequantize(const mla_quant_params *p);
 
+/* The checked mode of FP8 quantisation (one Inf, NaN or huge value in a tile zeroes the rest of
+ * the tile): finds the first of n contiguous values of a float dtype that is NaN, +-Inf or of
+ * magnitude above `bound` (+inf: non-finite values only). *first gets its index, or -1 when
+ * every value passes. Reads x once, on up to num_threads threads (0 = the library default).
+ * A separate call, so the quantise / append params keep their layout. */
+mla_status mla_find_unquantizable(int32_t dtype, const void *x, int64_t n, double bound,
+                                  int32_t num_threads, int64_t *first);
+
 /* Writes new_kv [b, n_new, d_qk] at positions cache_seqlens[i] + j of request i (paged by
  * block_table), in the cache's layout; cache_seqlens is not changed. On the CPU the cache
  * must have room: a position past max_blocks_per_seq * block_size or a block id outside the

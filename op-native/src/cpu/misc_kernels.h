@@ -24,6 +24,8 @@ void kv_dequantize(const mla_quant_params &p, const CacheLayout &layout);
 // (block, offset) pair of token j of request i, flattened as block * block_size + offset.
 void kv_append(const mla_append_params &p, const CacheLayout &layout, void *dst,
                const int64_t *slots);
+// Index of the first value that is not finite or above bound in magnitude, or -1.
+int64_t find_unquantizable(int32_t dtype, const void *x, int64_t n, double bound, int threads);
 
 void indexer_scores(const mla_indexer_params &p);
 void indexer_topk(const mla_indexer_params &p);

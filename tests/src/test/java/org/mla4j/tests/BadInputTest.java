@@ -230,7 +230,9 @@ class BadInputTest {
         rejects("mla_kv_quantize", "layout", () -> run(new KvQuantize(f(2, 4, 64), CacheLayout.PLAIN)));
         rejects("mla_kv_quantize", "d_qk", () -> run(new KvQuantize(f(2, 4, 60), l)));
         rejects("mla_kv_quantize", "kv", () -> run(new KvQuantize(t(DataType.INT, 2, 4, 64), l)));
-        rejects("mla_kv_quantize", "layout", () -> run(new KvQuantize(f(2, 4, 12), CacheLayout.v32(10, 2, 4))));
+        rejects("CacheLayout.v32", "dNope (10)", () -> CacheLayout.v32(10, 2, 4));
+        rejects("CacheLayout.model1", "dRope", () -> CacheLayout.model1(48, 3, 16));
+        rejects("CacheLayout.model1", "tile", () -> CacheLayout.model1(48, 16, 0));
         rejects("mla_kv_quantize", "inputs", () -> run(new KvQuantize(null, l)));
         rejects("mla_kv_dequantize", "bytes per block", () -> run(new KvDequantize(Nd4j.create(DataType.UINT8, 2, bytes + 1), l, 4,
                 DataType.FLOAT)));
