@@ -49,7 +49,7 @@ step "configure and build ($build)"
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S "$src" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMLA4J_CUDA=ON \
-    -DMLA4J_CUDA_ARCHS="$archs" -DMLA4J_WATCHDOG="${MLA_WATCHDOG:-ON}" || exit 1
+    -DMLA4J_CUDA_ARCHS="$archs" -DMLA4J_WATCHDOG="${MLA_WATCHDOG:-ON}" -DMLA4J_CUDA_SPILLS=ON || exit 1
 cmake --build "$build" -j "$(nproc)" || exit 1
 bench="$build/bench/bench_dense_decode"
 if [ ! -x "$bench" ]; then  # bench/ not added to the build: compile it against the library

@@ -1555,8 +1555,51 @@ void test_rope_bad_args() {
 
 }  // namespace
 
+// The checked mode's scan: the first NaN / Inf / value past the bound, in each float type.
+void test_find_unquantizable() {
+    const int64_t n = 300000;  // several chunks of the scan
+    std::vector<float> f(n);
+    for (int64_t i = 0; i < n; ++i) f[i] = float(uni(-3, 3));
+    int64_t first = -7;
+    mla_status st = mla_find_unquantizable(MLA_FLOAT32, f.data(), n, INFINITY, 0, &first);
+    check(st == MLA_OK && first == -1, "find_unquantizable clean f32: status %d first %lld", int(st), (long long)first);
+    f[250001] = 1e30f;
+    f[260000] = NAN;
+    st = mla_find_unquantizable(MLA_FLOAT32, f.data(), n, 1e4, 2, &first);
+    check(st == MLA_OK && first == 250001, "find_unquantizable 1e30 past 1e4: first %lld", (long long)first);
+    st = mla_find_unquantizable(MLA_FLOAT32, f.data(), n, INFINITY, 2, &first);
+    check(st == MLA_OK && first == 260000, "find_unquantizable NaN with no bound: first %lld", (long long)first);
+    f[70000] = -INFINITY;
+    st = mla_find_unquantizable(MLA_FLOAT32, f.data(), n, INFINITY, 0, &first);
+    check(st == MLA_OK && first == 70000, "find_unquantizable -inf: first %lld", (long long)first);
+    st = mla_find_unquantizable(MLA_FLOAT32, f.data(), 70000, 2.0, 1, &first);
+    int64_t want = -1;
+    for (int64_t i = 0; i < 70000 && want < 0; ++i) if (std::fabs(f[i]) > 2.0f) want = i;
+    check(st == MLA_OK && first == want, "find_unquantizable bound 2: first %lld, expected %lld", (long long)first,
+          (long long)want);
+    // 16-bit types, encoded by hand: bf16 0x7fc0 NaN, 0x4120 = 10; f16 0x7c00 +inf, 0x4900 = 10
+    std::vector<uint16_t> bf(1000, 0x3f80), h(1000, 0x3c00);  // 1.0
+    bf[900] = 0x4120;
+    bf[950] = 0x7fc0;
+    st = mla_find_unquantizable(MLA_BFLOAT16, bf.data(), 1000, 9.5, 0, &first);
+    check(st == MLA_OK && first == 900, "find_unquantizable bf16 10 past 9.5: first %lld", (long long)first);
+    st = mla_find_unquantizable(MLA_BFLOAT16, bf.data(), 1000, 10, 0, &first);
+    check(st == MLA_OK && first == 950, "find_unquantizable bf16 NaN: first %lld", (long long)first);
+    h[3] = 0x4900;
+    h[999] = 0x7c00;
+    st = mla_find_unquantizable(MLA_FLOAT16, h.data(), 1000, 10, 0, &first);
+    check(st == MLA_OK && first == 999, "find_unquantizable f16 inf: first %lld", (long long)first);
+    std::vector<double> d = {1, -2, 1e300};
+    st = mla_find_unquantizable(MLA_FLOAT64, d.data(), 3, 1e299, 0, &first);
+    check(st == MLA_OK && first == 2, "find_unquantizable f64 1e300: first %lld", (long long)first);
+    check_invalid(mla_find_unquantizable(MLA_INT32, d.data(), 3, 1, 0, &first), "find_unquantizable int32");
+    check_invalid(mla_find_unquantizable(MLA_FLOAT64, d.data(), 3, NAN, 0, &first), "find_unquantizable NaN bound");
+    check_invalid(mla_find_unquantizable(MLA_FLOAT64, d.data(), 3, 1, 0, nullptr), "find_unquantizable null first");
+}
+
 int main() {
     test_block_bytes();
+    test_find_unquantizable();
     test_hand_layout();
     for (int32_t in_dt : {MLA_FLOAT32, MLA_BFLOAT16}) {
         test_quant_roundtrip(MLA_CACHE_V32, 3, 2, 512, 64, 128, in_dt);

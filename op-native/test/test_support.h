@@ -16,6 +16,10 @@ namespace mla_test {
 
 inline int g_passed = 0, g_failed = 0;
 
+// Exit status of a test that ran no case (e.g. a GPU test without a CUDA device); CMakeLists.txt
+// gives it to ctest as SKIP_RETURN_CODE so such a test is reported as skipped, not passed.
+constexpr int kSkipped = 77;
+
 inline void check(bool ok, const char *fmt, ...) {
     if (ok) {
         ++g_passed;

@@ -21,6 +21,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 echo "== class path"
 mvn -B -q -pl tests dependency:copy-dependencies -DincludeScope=test -DoutputDirectory="$stage/lib"
+mvn -B -q -pl samples dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$stage/lib"
 cp samples/target/mla4j-samples-*.jar "$stage/lib/"
 (cd tests/target/test-classes && zip -q -r -0 "$stage/lib/mla4j-tests.jar" .)
 

@@ -284,6 +284,14 @@ typedef struct mla_quant_params {
 mla_status mla_kv_quantize(const mla_quant_params *p);
 mla_status mla_kv_dequantize(const mla_quant_params *p);
 
+/* The checked mode of FP8 quantisation (one Inf, NaN or huge value in a tile zeroes the rest of
+ * the tile): finds the first of n contiguous values of a float dtype that is NaN, +-Inf or of
+ * magnitude above `bound` (+inf: non-finite values only). *first gets its index, or -1 when
+ * every value passes. Reads x once, on up to num_threads threads (0 = the library default).
+ * A separate call, so the quantise / append params keep their layout. */
+mla_status mla_find_unquantizable(int32_t dtype, const void *x, int64_t n, double bound,
+                                  int32_t num_threads, int64_t *first);
+
 /* Writes new_kv [b, n_new, d_qk] at positions cache_seqlens[i] + j of request i (paged by
  * block_table), in the cache's layout; cache_seqlens is not changed. On the CPU the cache
  * must have room: a position past max_blocks_per_seq * block_size or a block id outside the
@@ -425,6 +433,31 @@ mla_status mla_rope_apply(const mla_rope_params *p);
 
 /* Fills freqs[rope_dim/2] with the angular frequency of each pair (YaRN applied). */
 mla_status mla_rope_frequencies(const mla_rope *rope, double *freqs);
+
+/* ---- 8. embedding lookup (ops.md section 9) -------------------------------------------------------------------- */
+
+/* Rows of a table picked by token ids: out[i, :] = table[indices[i], :] for i < n, with
+ * table [vocab, dim] (table_stride elements between rows, each row contiguous), indices int32
+ * [n], out [n, dim] contiguous. An id outside [0, vocab) is an invalid argument (the message
+ * names the first) and nothing is written.
+ * The backward is a scatter-add, not a product with a one-hot matrix: dtable [vocab, dim]
+ * (contiguous, overwritten) gets in row v the sum of the dout rows [n, dim] (contiguous) of
+ * the ids equal to v, added in id order, accumulated in float32 (float64 for MLA_FLOAT64);
+ * rows no id picks are 0. Work O(n * dim + vocab * dim), scratch O(n + vocab) ints. */
+typedef struct mla_embedding_params {
+    int32_t dtype;              /* table, out, dout, dtable: a float type */
+    int64_t n, vocab, dim;
+    const void *table;          /* forward */
+    int64_t table_stride;       /* >= dim */
+    const int32_t *indices;     /* [n] */
+    void *out;                  /* forward */
+    const void *dout;           /* backward */
+    void *dtable;               /* backward */
+    mla_exec exec;
+} mla_embedding_params;
+
+mla_status mla_embedding_fwd(const mla_embedding_params *p);
+mla_status mla_embedding_bwd(const mla_embedding_params *p);
 
 /* ---- library ----------------------------------------------------------------------------------- */
 

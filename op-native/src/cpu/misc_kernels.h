@@ -1,5 +1,6 @@
 // CPU kernels of the KV cache ops (ops.md section 5), the lightning indexer and top-k
-// (section 6) and RoPE (section 7). The entry points in src/api check every argument first;
+// (section 6), RoPE (section 7) and the embedding lookup (section 9). The entry points in
+// src/api check every argument first;
 // these functions assume valid arguments and write every element of their outputs.
 #pragma once
 #include <cstdint>
@@ -23,6 +24,8 @@ void kv_dequantize(const mla_quant_params &p, const CacheLayout &layout);
 // (block, offset) pair of token j of request i, flattened as block * block_size + offset.
 void kv_append(const mla_append_params &p, const CacheLayout &layout, void *dst,
                const int64_t *slots);
+// Index of the first value that is not finite or above bound in magnitude, or -1.
+int64_t find_unquantizable(int32_t dtype, const void *x, int64_t n, double bound, int threads);
 
 void indexer_scores(const mla_indexer_params &p);
 void indexer_topk(const mla_indexer_params &p);
@@ -31,6 +34,11 @@ void indexer_scores_bwd(const mla_indexer_params &p);
 void topk(const mla_topk_params &p);
 
 void rope_apply(const mla_rope_params &p);
+
+// out[i] = table[indices[i]] (ids checked by the caller).
+void embedding_fwd(const mla_embedding_params &p);
+// dtable = scatter-add of the dout rows by id (every row of dtable written).
+void embedding_bwd(const mla_embedding_params &p);
 
 }  // namespace cpu
 }  // namespace mla

@@ -1,6 +1,7 @@
 package org.mla4j;
 
 import java.lang.reflect.Field;
+import org.mla4j.exec.GradientPrintFilter;
 import org.mla4j.exec.MlaExecutioner;
 import org.mla4j.exec.NativeLib;
 import org.mla4j.gpu.Placement;
@@ -22,7 +23,9 @@ import org.nd4j.linalg.factory.Nd4j;
  * for foreign ops. install() therefore (1) makes ND4J use {@link org.mla4j.exec.MlaCpuExecutioner}, an
  * executioner that runs mla4j ops itself and passes every other op to ND4J unchanged, and (2)
  * registers each mla4j op by name, so SameDiff can rebuild it when it copies a graph for
- * gradients or loads one from disk. Calling it more than once is harmless.
+ * gradients or loads one from disk. It also filters out the "Added differentiated op ..." lines
+ * ND4J prints for every graph it differentiates ({@link GradientPrintFilter}). Calling it more
+ * than once is harmless.
  */
 public final class Mla4j {
     /**
@@ -42,6 +45,7 @@ public final class Mla4j {
         if (installed) return;
         NativeLib.load();
         OpRegistry.registerAll();
+        GradientPrintFilter.install();
         String backend = currentBackendClassName();
         String executioner = CPU_EXECUTIONER;
         if (backend != null && backend.contains(".jcublas.")) {

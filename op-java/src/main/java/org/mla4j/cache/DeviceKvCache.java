@@ -12,6 +12,7 @@ import org.mla4j.gpu.Gpu;
 import org.mla4j.nativelib.MlaLib;
 import org.mla4j.ops.CacheLayout;
 import org.mla4j.ops.DenseDecode;
+import org.mla4j.ops.Fp8Check;
 import org.mla4j.ops.KvAppend;
 import org.mla4j.ops.RopeConfig;
 import org.mla4j.ops.SparseDecode;
@@ -45,6 +46,7 @@ public final class DeviceKvCache implements KvCache {
     private final int numBlocks;
     private final long blockBytes;
     private final BlockPool pool;
+    private Fp8Check fp8Check = Fp8Check.OFF;
     private final DeviceBuffer data;
     private final DeviceBuffer table;
     private final DeviceBuffer lengths;
@@ -108,6 +110,16 @@ public final class DeviceKvCache implements KvCache {
 
     public int freeBlocks() { return pool.freeBlocks(); }
 
+    /**
+     * Checks rows on the host before an FP8 cache quantises them on the GPU ({@link Fp8Check}:
+     * NaN, Inf, values past a limit); {@link Fp8Check#OFF} by default. No effect on a PLAIN
+     * cache. Returns this cache.
+     */
+    public DeviceKvCache fp8Check(Fp8Check check) {
+        this.fp8Check = java.util.Objects.requireNonNull(check, "check");
+        return this;
+    }
+
     /** The host copy of the block table (INT [maxBatch, maxBlocksPerSeq]); the device holds the same. */
     public INDArray blockTable() { return pool.table(); }
 
@@ -121,6 +133,7 @@ public final class DeviceKvCache implements KvCache {
         }
         int b = (int) rows.size(0), n = (int) rows.size(1);
         if (n == 0) return;
+        if (layout.isFp8()) fp8Check.verify("DeviceKvCache.append", "rows", rows, layout.tile);
         pool.reserve(b, n);
         INDArray kv = rows.isView() || rows.ordering() != 'c' ? rows.dup('c') : rows;
         try (DeviceCall call = DeviceCall.open(device)) {

@@ -4,6 +4,7 @@ import java.util.Arrays;
 import org.mla4j.MlaException;
 import org.mla4j.ops.CacheLayout;
 import org.mla4j.ops.DenseDecode;
+import org.mla4j.ops.Fp8Check;
 import org.mla4j.ops.KvAppend;
 import org.mla4j.ops.RopeConfig;
 import org.mla4j.ops.SparseDecode;
@@ -34,6 +35,7 @@ public final class PagedKvCache implements KvCache {
     private final int blockSize;
     private final INDArray data;
     private final BlockPool pool;
+    private Fp8Check fp8Check = Fp8Check.OFF;
 
     private PagedKvCache(CacheLayout layout, DataType plainType, int dQk, int blockSize, int numBlocks,
                          int maxBatch, int maxBlocksPerSeq) {
@@ -61,6 +63,15 @@ public final class PagedKvCache implements KvCache {
                                    int maxBlocksPerSeq) {
         if (!layout.isFp8()) throw new MlaException("PagedKvCache.fp8: layout must be V32 or MODEL1, got " + layout);
         return new PagedKvCache(layout, null, layout.dQk(), blockSize, numBlocks, maxBatch, maxBlocksPerSeq);
+    }
+
+    /**
+     * Checks rows before an FP8 cache quantises them ({@link Fp8Check}: NaN, Inf, values past a
+     * limit); {@link Fp8Check#OFF} by default. No effect on a PLAIN cache. Returns this cache.
+     */
+    public PagedKvCache fp8Check(Fp8Check check) {
+        this.fp8Check = java.util.Objects.requireNonNull(check, "check");
+        return this;
     }
 
     @Override public CacheLayout layout() { return layout; }
@@ -91,6 +102,7 @@ public final class PagedKvCache implements KvCache {
                     + Arrays.toString(rows.shape()));
         }
         int b = (int) rows.size(0), n = (int) rows.size(1);
+        if (layout.isFp8()) fp8Check.verify("PagedKvCache.append", "rows", rows, layout.tile);
         pool.reserve(b, n);
         Nd4j.exec(KvAppend.inPlace(data, pool.tableRows(b).dup(), pool.lengthRows(b).dup(), rows, layout, blockSize));
         pool.advance(b, n);
@@ -99,6 +111,7 @@ public final class PagedKvCache implements KvCache {
     @Override
     public INDArray[] decode(INDArray q, int dV, boolean causal, double softmaxScale, INDArray sink,
                              INDArray outPositions, RopeConfig rope) {
+        checkBatch("PagedKvCache.decode", q);
         int b = (int) q.size(0);
         DenseDecode.Options o = new DenseDecode.Options(dV).causal(causal).softmaxScale(softmaxScale);
         if (layout.isFp8()) o.fp8(layout, blockSize);
@@ -132,6 +145,18 @@ public final class PagedKvCache implements KvCache {
     @Override
     public INDArray slots(INDArray positions) {
         return pool.slots("PagedKvCache.slots", positions);
+    }
+
+    /** q's batch must address sequences this cache holds (the other dims the op checks). */
+    private void checkBatch(String op, INDArray q) {
+        if (q == null || q.rank() != 4) {
+            throw new MlaException(op + ": q must have rank 4 [b, s_q, h_q, d_qk], got "
+                    + (q == null ? "null" : Arrays.toString(q.shape())));
+        }
+        if (q.size(0) < 1 || q.size(0) > pool.maxBatch()) {
+            throw new MlaException(op + ": q's batch b (dim 0 of " + Arrays.toString(q.shape())
+                    + ") must be in [1, maxBatch " + pool.maxBatch() + "] of this cache, got " + q.size(0));
+        }
     }
 
     @Override

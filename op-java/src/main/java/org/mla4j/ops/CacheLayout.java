@@ -39,12 +39,24 @@ public final class CacheLayout {
 
     /** A V32-style layout with other sizes (small models). */
     public static CacheLayout v32(int dNope, int dRope, int tile) {
-        return new CacheLayout(KIND_V32, dNope, dRope, tile);
+        return checked("CacheLayout.v32", KIND_V32, dNope, dRope, tile);
     }
 
     /** A MODEL1-style layout with other sizes (small models, e.g. 48/16/16). */
     public static CacheLayout model1(int dNope, int dRope, int tile) {
-        return new CacheLayout(KIND_MODEL1, dNope, dRope, tile);
+        return checked("CacheLayout.model1", KIND_MODEL1, dNope, dRope, tile);
+    }
+
+    /** The native layout rules, checked where the layout is built (ops.md section 5). */
+    private static CacheLayout checked(String where, int kind, int dNope, int dRope, int tile) {
+        if (dNope <= 0 || tile <= 0 || dNope % tile != 0) {
+            throw new org.mla4j.MlaException(where + ": dNope (" + dNope + ") must be a positive multiple of tile ("
+                    + tile + " > 0)");
+        }
+        if (dRope < 0 || dRope % 2 != 0) {
+            throw new org.mla4j.MlaException(where + ": dRope must be even and >= 0, got " + dRope);
+        }
+        return new CacheLayout(kind, dNope, dRope, tile);
     }
 
     public boolean isFp8() {

@@ -21,25 +21,40 @@ import org.nd4j.linalg.api.shape.LongShapeDescriptor;
  */
 public class KvAppend extends MlaOp {
     public static final String OP_NAME = "mla_kv_append";
-    // iargs: layout (5, with block size for FP8)
+    // iargs: layout (5, with block size for FP8), FP8 check (1). targs: check limit (1)
 
     public KvAppend() {}
 
     public KvAppend(SameDiff sd, SDVariable cache, SDVariable blockTable, SDVariable cacheSeqlens,
                     SDVariable newKv, CacheLayout layout, long blockSize) {
-        super(sd, new SDVariable[] {cache, blockTable, cacheSeqlens, newKv});
-        layout.addArgs(this, blockSize);
+        this(sd, cache, blockTable, cacheSeqlens, newKv, layout, blockSize, Fp8Check.OFF);
     }
 
-    private KvAppend(INDArray[] in, INDArray[] out, CacheLayout layout, long blockSize) {
+    /** With a check of newKv's values before an FP8 cache quantises them ({@link Fp8Check}). */
+    public KvAppend(SameDiff sd, SDVariable cache, SDVariable blockTable, SDVariable cacheSeqlens,
+                    SDVariable newKv, CacheLayout layout, long blockSize, Fp8Check check) {
+        super(sd, new SDVariable[] {cache, blockTable, cacheSeqlens, newKv});
+        layout.addArgs(this, blockSize);
+        check.addArgs(this);
+    }
+
+    private KvAppend(INDArray[] in, INDArray[] out, CacheLayout layout, long blockSize, Fp8Check check) {
         super(Inputs.of(in), out);
         layout.addArgs(this, blockSize);
+        check.addArgs(this);
     }
 
     /** An op that writes into {@code cache} itself. */
     public static KvAppend inPlace(INDArray cache, INDArray blockTable, INDArray cacheSeqlens,
                                    INDArray newKv, CacheLayout layout, long blockSize) {
-        return new KvAppend(new INDArray[] {cache, blockTable, cacheSeqlens, newKv}, new INDArray[] {cache}, layout, blockSize);
+        return inPlace(cache, blockTable, cacheSeqlens, newKv, layout, blockSize, Fp8Check.OFF);
+    }
+
+    /** An op that writes into {@code cache} itself, checking newKv first for an FP8 layout ({@link Fp8Check}). */
+    public static KvAppend inPlace(INDArray cache, INDArray blockTable, INDArray cacheSeqlens,
+                                   INDArray newKv, CacheLayout layout, long blockSize, Fp8Check check) {
+        return new KvAppend(new INDArray[] {cache, blockTable, cacheSeqlens, newKv}, new INDArray[] {cache}, layout,
+                blockSize, check);
     }
 
     @Override
@@ -81,6 +96,9 @@ public class KvAppend extends MlaOp {
     @Override
     protected void compute(INDArray[] in, INDArray[] out) {
         CacheLayout l = CacheLayout.fromArgs(iArguments, 0);
+        if (l.isFp8()) {
+            Fp8Check.fromArgs(iArguments, CacheLayout.NUM_IARGS, tArguments, 0).verify(OP_NAME, "newKv", in[3], l.tile);
+        }
         INDArray cache = in[0], target = out[0];
         if (target.data().address() != cache.data().address()) target.assign(cache);
         long bs = iarg(4);

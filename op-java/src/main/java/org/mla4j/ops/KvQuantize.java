@@ -12,22 +12,35 @@ import org.nd4j.linalg.api.shape.LongShapeDescriptor;
 /**
  * Quantises {@code kv [num_blocks, block_size, d_qk]} (a float type) into an FP8 paged cache
  * {@code UINT8 [num_blocks, block_bytes]} in the V32 or MODEL1 layout (ops.md section 5). Tile
- * scales are powers of two: {@code 2^ceil(log2(max(amax / 448, 1e-4)))}.
+ * scales are powers of two: {@code 2^ceil(log2(max(amax / 448, 1e-4)))}: one huge or non-finite
+ * value zeroes the rest of its tile unless an {@link Fp8Check} refuses it.
  */
 public class KvQuantize extends MlaOp {
     public static final String OP_NAME = "mla_kv_quantize";
-    // iargs: layout (5; block size unused: from kv's shape)
+    // iargs: layout (5; block size unused: from kv's shape), FP8 check (1). targs: check limit (1)
 
     public KvQuantize() {}
 
     public KvQuantize(SameDiff sd, SDVariable kv, CacheLayout layout) {
+        this(sd, kv, layout, Fp8Check.OFF);
+    }
+
+    /** With a check of kv's values before quantising ({@link Fp8Check}). */
+    public KvQuantize(SameDiff sd, SDVariable kv, CacheLayout layout, Fp8Check check) {
         super(sd, kv);
         layout.addArgs(this, 0);
+        check.addArgs(this);
     }
 
     public KvQuantize(INDArray kv, CacheLayout layout) {
+        this(kv, layout, Fp8Check.OFF);
+    }
+
+    /** With a check of kv's values before quantising ({@link Fp8Check}). */
+    public KvQuantize(INDArray kv, CacheLayout layout, Fp8Check check) {
         super(Inputs.of(kv), null);
         layout.addArgs(this, 0);
+        check.addArgs(this);
     }
 
     @Override
@@ -37,6 +50,8 @@ public class KvQuantize extends MlaOp {
     protected int numOutputs() { return 1; }
 
     CacheLayout layout() { return CacheLayout.fromArgs(iArguments, 0); }
+
+    Fp8Check check() { return Fp8Check.fromArgs(iArguments, CacheLayout.NUM_IARGS, tArguments, 0); }
 
     @Override
     public List<DataType> calculateOutputDataTypes(List<DataType> in) {
@@ -60,6 +75,7 @@ public class KvQuantize extends MlaOp {
     protected void compute(INDArray[] in, INDArray[] out) {
         INDArray kv = in[0];
         CacheLayout l = layout();
+        check().verify(OP_NAME, "kv", kv, l.tile);
         try (MlaLib.mla_quant_params p = NativeLib.params(MlaLib.mla_quant_params.class, MlaLib.mla_quant_params::new)) {
             p.dtype(NativeLib.dtype(kv.dataType())).kv(NativeLib.ptr(kv));
             CacheArg.fill(p.cache(), out[0], l, kv.size(1));

@@ -99,8 +99,14 @@ public abstract class MlaOp extends DynamicCustomOp {
         return calculateOutputShape(null);
     }
 
+    /**
+     * SameDiff asks for the output shapes before it runs an op: without install() this is the
+     * first mla4j code a loaded or built graph reaches (ND4J's executioner would otherwise fail
+     * later, after logging a misleading native error).
+     */
     @Override
     public List<LongShapeDescriptor> calculateOutputShape(OpContext oc) {
+        if (!Mla4j.isInstalled()) throw notInstalled();
         return outputShapes(inputs(oc));
     }
 

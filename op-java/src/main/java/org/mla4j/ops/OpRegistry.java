@@ -16,7 +16,8 @@ public final class OpRegistry {
     public static final List<Class<? extends MlaOp>> OPS = List.of(
             DenseDecode.class, SparseDecode.class, SparsePrefill.class, SparsePrefillBp.class,
             Attention.class, AttentionBp.class, KvQuantize.class, KvDequantize.class, KvAppend.class,
-            IndexerScores.class, IndexerScoresBp.class, IndexerTopK.class, TopK.class, Rope.class);
+            IndexerScores.class, IndexerScoresBp.class, IndexerTopK.class, TopK.class, Rope.class,
+            Embedding.class, EmbeddingBp.class);
 
     public static void registerAll() {
         Map<String, DifferentialFunction> map = ImportClassMapping.getOpNameMapping();

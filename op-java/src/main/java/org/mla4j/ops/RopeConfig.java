@@ -1,6 +1,7 @@
 package org.mla4j.ops;
 
 import java.util.List;
+import org.mla4j.MlaException;
 import org.mla4j.nativelib.MlaLib;
 
 /**
@@ -22,8 +23,33 @@ public final class RopeConfig {
     public final double betaFast;
     public final double betaSlow;
 
+    /**
+     * Checks the descriptor here, where it is built, by the rules the native ops apply: ropeDim
+     * even, 0 (no rotation) to 1024; style INTERLEAVED or HALF_SPLIT; theta finite and > 1; with
+     * YaRN (yarnFactor > 1) a positive originalMaxPosition and positive betas.
+     *
+     * @throws MlaException naming the field, the rule and the value
+     */
     public RopeConfig(int ropeDim, int offset, int style, double theta, double yarnFactor,
                       long originalMaxPosition, double betaFast, double betaSlow) {
+        if (ropeDim < 0 || ropeDim % 2 != 0 || ropeDim > 1024) {
+            throw invalid("ropeDim must be an even number of dims from 2 to 1024 (0: no rotation), got " + ropeDim);
+        }
+        if (style != INTERLEAVED && style != HALF_SPLIT) {
+            throw invalid("style must be " + INTERLEAVED + " (INTERLEAVED) or " + HALF_SPLIT + " (HALF_SPLIT), got "
+                    + style);
+        }
+        if (!(theta > 1) || !Double.isFinite(theta)) throw invalid("theta must be finite and > 1, got " + theta);
+        if (!Double.isFinite(yarnFactor)) throw invalid("yarnFactor must be finite, got " + yarnFactor);
+        if (yarnFactor > 1) {
+            if (originalMaxPosition <= 0) {
+                throw invalid("YaRN (yarnFactor " + yarnFactor + ") needs originalMaxPosition > 0, got "
+                        + originalMaxPosition);
+            }
+            if (!(betaFast > 0) || !(betaSlow > 0) || !Double.isFinite(betaFast) || !Double.isFinite(betaSlow)) {
+                throw invalid("YaRN needs finite betaFast > 0 and betaSlow > 0, got " + betaFast + " and " + betaSlow);
+            }
+        }
         this.ropeDim = ropeDim;
         this.offset = offset;
         this.style = style;
@@ -52,6 +78,10 @@ public final class RopeConfig {
     /** The same rotation on dims [offset, offset + ropeDim). */
     public RopeConfig atOffset(int offset) {
         return new RopeConfig(ropeDim, offset, style, theta, yarnFactor, originalMaxPosition, betaFast, betaSlow);
+    }
+
+    private static MlaException invalid(String message) {
+        return new MlaException("RopeConfig: " + message);
     }
 
     /** YaRN's attention scale multiplier mscale = 0.1 ln(factor) + 1 (1 without YaRN). */

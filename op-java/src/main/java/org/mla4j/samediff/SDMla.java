@@ -3,6 +3,8 @@ package org.mla4j.samediff;
 import org.mla4j.ops.Attention;
 import org.mla4j.ops.CacheLayout;
 import org.mla4j.ops.DenseDecode;
+import org.mla4j.ops.Embedding;
+import org.mla4j.ops.Fp8Check;
 import org.mla4j.ops.IndexerScores;
 import org.mla4j.ops.IndexerTopK;
 import org.mla4j.ops.KvAppend;
@@ -104,6 +106,11 @@ public class SDMla {
         return new KvQuantize(sd, kv, layout).outputVariable();
     }
 
+    /** FP8 quantisation that first refuses kv values the check rules out (NaN, Inf, past a limit). */
+    public SDVariable kvQuantize(SDVariable kv, CacheLayout layout, Fp8Check check) {
+        return new KvQuantize(sd, kv, layout, check).outputVariable();
+    }
+
     /** FP8 dequantisation: UINT8 [num_blocks, block_bytes] -> [num_blocks, block_size, d_qk]. */
     public SDVariable kvDequantize(SDVariable cache, CacheLayout layout, long blockSize, DataType type) {
         return new KvDequantize(sd, cache, layout, blockSize, type).outputVariable();
@@ -113,6 +120,12 @@ public class SDMla {
     public SDVariable kvAppend(SDVariable cache, SDVariable blockTable, SDVariable cacheSeqlens, SDVariable newKv,
                                CacheLayout layout, long blockSize) {
         return new KvAppend(sd, cache, blockTable, cacheSeqlens, newKv, layout, blockSize).outputVariable();
+    }
+
+    /** {@link #kvAppend} that first refuses newKv values the check rules out (FP8 layouts). */
+    public SDVariable kvAppend(SDVariable cache, SDVariable blockTable, SDVariable cacheSeqlens, SDVariable newKv,
+                               CacheLayout layout, long blockSize, Fp8Check check) {
+        return new KvAppend(sd, cache, blockTable, cacheSeqlens, newKv, layout, blockSize, check).outputVariable();
     }
 
     /** Lightning indexer scores: q [b, s_q, h, d], k [b, s_k, d], w [b, s_q, h] -> [b, s_q, s_k]. */
@@ -128,6 +141,16 @@ public class SDMla {
     /** Top-k of the last dim: [indices int32, values float32]. */
     public SDVariable[] topK(SDVariable scores, long k) {
         return new TopK(sd, scores, k).outputVariables();
+    }
+
+    /**
+     * Embedding lookup that trains: {@code table [vocab, dim]} (a float type, usually a
+     * variable), {@code indices} INT or LONG token ids of any shape -> {@code [..indices, dim]}.
+     * Its gradient is a scatter-add into the table's gradient. Use it instead of
+     * {@code sd.gather(table, indices, 0)}, which breaks {@code sd.fit} in ND4J 1.0.0-M2.1.
+     */
+    public SDVariable embedding(SDVariable table, SDVariable indices) {
+        return new Embedding(sd, table, indices).outputVariable();
     }
 
     /** RoPE of x ([n, d], [n, h, d] or [b, s, h, d]) by positions (one per token). */

@@ -34,6 +34,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.api.ops.CustomOp;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
 
 /**
  * CPU benchmark of the mla4j ops, with ND4J's own gemm rate as the ceiling and DL4J's built-in
@@ -43,7 +45,7 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * <p>Every case prints one progress line as it finishes; a markdown table of all cases (the
  * form docs/perf.md keeps) and the side-by-side groups follow at the end.
  *
- * <p>Arguments (all optional):
+ * <p>Options (all optional; {@link Options}):
  * <ul>
  * <li>{@code --quick}: smaller shapes, float32 only, short timing (a CI smoke run, well under
  * 40 s on 2 cores);</li>
@@ -71,34 +73,26 @@ public final class CpuBenchmark {
         this.quick = quick;
     }
 
-    public static void main(String[] args) {
-        boolean quick = false;
-        String filter = null;
-        for (int i = 0; i < args.length; i++) {
-            switch (args[i]) {
-                case "--quick": quick = true; break;
-                case "--filter":
-                    if (i + 1 >= args.length) usage("--filter needs a comma-separated list of words");
-                    filter = args[++i];
-                    break;
-                case "--help": case "-h": usage(null); break;
-                default:
-                    if (args[i].startsWith("--filter=")) filter = args[i].substring("--filter=".length());
-                    else usage("unknown argument " + args[i]);
-            }
-        }
-        Mla4j.install();
-        long failed = new CpuBenchmark(quick).run(filter, System.out);
-        if (failed > 0) System.exit(1);
+    /** The command-line options (picocli). */
+    @Command(name = "CpuBenchmark", sortOptions = false,
+            description = "Every op's time and GFLOP/s beside DL4J's built-in attention and ND4J's gemm rate.")
+    static final class Options {
+        @Option(names = "--quick", description = "smaller shapes, float32 only, short timing (CI smoke run)")
+        boolean quick;
+        @Option(names = "--filter", paramLabel = "WORDS", split = ",",
+                description = "only cases whose op, implementation or dtype contains one of these comma-separated words")
+        List<String> filter;
+        @Option(names = {"-h", "--help"}, usageHelp = true, description = "show this help")
+        boolean help;
     }
 
-    private static void usage(String problem) {
-        PrintStream s = problem == null ? System.out : System.err;
-        if (problem != null) s.println("CpuBenchmark: " + problem);
-        s.println("usage: CpuBenchmark [--quick] [--filter word1,word2,...]");
-        s.println("  --quick   smaller shapes, float32 only, short timing (CI smoke run)");
-        s.println("  --filter  run only cases whose op, implementation or dtype contains one of the words");
-        System.exit(problem == null ? 0 : 2);
+    public static void main(String[] args) {
+        Options o = new Options();
+        if (!SampleCli.parse(o, args)) return;
+        String filter = o.filter == null ? null : String.join(",", o.filter);
+        Mla4j.install();
+        long failed = new CpuBenchmark(o.quick).run(filter, System.out);
+        if (failed > 0) System.exit(1);
     }
 
     /** Runs the ceilings and every selected case; returns the number of cases that failed. */

@@ -13,6 +13,8 @@ import org.mla4j.ops.CacheLayout;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
 
 /**
  * One dense-decode step driven from Java against the kernel alone, on a GPU: the overhead of
@@ -21,20 +23,29 @@ import org.nd4j.linalg.factory.Nd4j;
  * back, all waited for. The kernel-only time runs the same call with q, out and lse bound to
  * device memory, timed with CUDA events over repeated launches.
  *
- * <pre>java -cp ... org.mla4j.samples.GpuDecodeBenchmark [--quick]</pre>
+ * <pre>java -cp ... org.mla4j.samples.GpuDecodeBenchmark [--quick] [--help]</pre>
  */
+@Command(name = "GpuDecodeBenchmark", sortOptions = false,
+        description = "Dense decode step from Java against the kernel alone, from a DeviceKvCache (needs a GPU).")
 public final class GpuDecodeBenchmark {
     private static final double PEAK_TFLOPS = 790;  // measured bf16 matrix product, H200
+
+    @Option(names = "--quick", description = "b 128, s_k 8192 only")
+    boolean quick;
+    @Option(names = {"-h", "--help"}, usageHelp = true, description = "show this help")
+    boolean help;
 
     private GpuDecodeBenchmark() {}
 
     public static void main(String[] args) {
+        GpuDecodeBenchmark o = new GpuDecodeBenchmark();
+        if (!SampleCli.parse(o, args)) return;
         Mla4j.install();
         if (!Gpu.available()) {
             System.out.println("GpuDecodeBenchmark: no CUDA device (" + Mla4j.nativeInfo() + ")");
             System.exit(1);
         }
-        boolean quick = Arrays.asList(args).contains("--quick");
+        boolean quick = o.quick;
         System.out.println("Dense decode step from Java vs kernel only: " + Gpu.describe(0));
         System.out.println("s_q 1, h_q 128, d 576/512, bf16 q, block 64, causal; medians. kernel: CUDA events over"
                 + " back-to-back launches; resident step: one Java call with q / out / lse already on the device,"

@@ -16,6 +16,8 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
 
 /**
  * The main sample: a small DeepSeek-V3-style MLA block built in SameDiff runs a prefill over a
@@ -23,14 +25,28 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * in absorbed mode from paged KV caches in BF16 and in FP8 (V32 layout), and shows that each
  * decode step reproduces the prefill output for its position.
  *
- * <p>Arguments (all optional): {@code batch seqLen blockSize seed}; defaults 2 48 16 7.
+ * <p>Options: {@code --batch}, {@code --seq-len}, {@code --block-size}, {@code --seed} (defaults 2,
+ * 48, 16, 7), {@code --help}.
  */
+@Command(name = "MlaDecodeSample", sortOptions = false, showDefaultValues = true,
+        description = "A V3-style MLA block: SameDiff prefill vs token-by-token decode from BF16 and FP8 paged caches.")
 public final class MlaDecodeSample {
+    @Option(names = "--batch", description = "sequences")
+    int batch = 2;
+    @Option(names = "--seq-len", description = "tokens per sequence")
+    int seqLen = 48;
+    @Option(names = "--block-size", description = "tokens per KV cache block")
+    int blockSize = 16;
+    @Option(names = "--seed", description = "random seed of the weights and inputs")
+    long seed = 7;
+    @Option(names = {"-h", "--help"}, usageHelp = true, description = "show this help")
+    boolean help;
+
     public static void main(String[] args) {
-        int batch = args.length > 0 ? Integer.parseInt(args[0]) : 2;
-        int seqLen = args.length > 1 ? Integer.parseInt(args[1]) : 48;
-        int blockSize = args.length > 2 ? Integer.parseInt(args[2]) : 16;
-        long seed = args.length > 3 ? Long.parseLong(args[3]) : 7;
+        MlaDecodeSample o = new MlaDecodeSample();
+        if (!SampleCli.parse(o, args)) return;
+        int batch = o.batch, seqLen = o.seqLen, blockSize = o.blockSize;
+        long seed = o.seed;
 
         Mla4j.install();
         MlaV3Config cfg = MlaV3Config.small();

@@ -14,6 +14,8 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.ops.transforms.Transforms;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
 
 /**
  * Trains a tiny character-level language model with DeepSeek-V3-style MLA attention on the
@@ -22,13 +24,26 @@ import org.nd4j.linalg.ops.transforms.Transforms;
  * the same next-token distributions as the full forward, and generates text with the BF16
  * paged KV cache.
  *
- * <p>Arguments (optional): {@code steps batch seqLen}; defaults 300 16 64.
+ * <p>Options: {@code --steps}, {@code --batch}, {@code --seq-len} (defaults 300, 16, 64),
+ * {@code --help}.
  */
+@Command(name = "MlaTrainSample", sortOptions = false, showDefaultValues = true,
+        description = "Trains a tiny MLA character language model on the embedded corpus, evaluates, saves, "
+                + "reloads and generates text from the paged KV cache.")
 public final class MlaTrainSample {
+    @Option(names = "--steps", description = "training steps")
+    int steps = 300;
+    @Option(names = "--batch", description = "sequences per step")
+    int batch = 16;
+    @Option(names = "--seq-len", description = "tokens per sequence")
+    int seqLen = 64;
+    @Option(names = {"-h", "--help"}, usageHelp = true, description = "show this help")
+    boolean help;
+
     public static void main(String[] args) throws Exception {
-        int steps = args.length > 0 ? Integer.parseInt(args[0]) : 300;
-        int batch = args.length > 1 ? Integer.parseInt(args[1]) : 16;
-        int seqLen = args.length > 2 ? Integer.parseInt(args[2]) : 64;
+        MlaTrainSample o = new MlaTrainSample();
+        if (!SampleCli.parse(o, args)) return;
+        int steps = o.steps, batch = o.batch, seqLen = o.seqLen;
         Mla4j.install();
         CharCorpus corpus = CharCorpus.embedded();
         int vocab = corpus.vocab.length;

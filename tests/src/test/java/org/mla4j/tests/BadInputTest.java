@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.mla4j.Mla4j;
+import org.mla4j.cache.PagedKvCache;
 import org.mla4j.ops.Attention;
 import org.mla4j.ops.AttentionBp;
 import org.mla4j.ops.CacheLayout;
@@ -229,7 +230,9 @@ class BadInputTest {
         rejects("mla_kv_quantize", "layout", () -> run(new KvQuantize(f(2, 4, 64), CacheLayout.PLAIN)));
         rejects("mla_kv_quantize", "d_qk", () -> run(new KvQuantize(f(2, 4, 60), l)));
         rejects("mla_kv_quantize", "kv", () -> run(new KvQuantize(t(DataType.INT, 2, 4, 64), l)));
-        rejects("mla_kv_quantize", "layout", () -> run(new KvQuantize(f(2, 4, 12), CacheLayout.v32(10, 2, 4))));
+        rejects("CacheLayout.v32", "dNope (10)", () -> CacheLayout.v32(10, 2, 4));
+        rejects("CacheLayout.model1", "dRope", () -> CacheLayout.model1(48, 3, 16));
+        rejects("CacheLayout.model1", "tile", () -> CacheLayout.model1(48, 16, 0));
         rejects("mla_kv_quantize", "inputs", () -> run(new KvQuantize(null, l)));
         rejects("mla_kv_dequantize", "bytes per block", () -> run(new KvDequantize(Nd4j.create(DataType.UINT8, 2, bytes + 1), l, 4,
                 DataType.FLOAT)));
@@ -257,6 +260,17 @@ class BadInputTest {
         assertEquals(pristine, cache);
         Nd4j.exec(KvAppend.inPlace(cache, table, ints(new int[] {1, 0}, 2), f(2, 1, 8), CacheLayout.PLAIN, 0));
         assertTrue(Double.isFinite(cache.sumNumber().doubleValue()));
+    }
+
+    @Test
+    void pagedCacheDecodeNamesTheBatch() {
+        PagedKvCache cache = PagedKvCache.plain(DataType.FLOAT, 8, 4, 8, 2, 4);
+        cache.append(f(2, 3, 8));
+        String op = "PagedKvCache.decode";
+        rejects(op, "maxBatch 2", () -> cache.decode(f(3, 1, 2, 8), 8, true, 0.5));
+        rejects(op, "q", () -> cache.decode(f(2, 2, 8), 8, true, 0.5));
+        INDArray[] ok = cache.decode(f(2, 1, 2, 8), 8, true, 0.5);
+        assertEquals(2, ok[0].size(0));
     }
 
     // ---- indexer and top-k ------------------------------------------------------------------------------
@@ -290,6 +304,23 @@ class BadInputTest {
     // ---- RoPE -----------------------------------------------------------------------------------------
 
     @Test
+    void ropeConfigIsCheckedWhereItIsBuilt() {
+        String cls = "RopeConfig";
+        rejects(cls, "ropeDim", () -> RopeConfig.interleaved(7, 10000));
+        rejects(cls, "ropeDim", () -> RopeConfig.halfSplit(-2, 10000));
+        rejects(cls, "ropeDim", () -> RopeConfig.interleaved(1026, 10000));
+        rejects(cls, "theta", () -> RopeConfig.interleaved(8, 1.0));
+        rejects(cls, "theta", () -> RopeConfig.interleaved(8, Double.NaN));
+        rejects(cls, "style", () -> new RopeConfig(8, -1, 5, 10000, 1, 0, 32, 1));
+        RopeConfig c = RopeConfig.interleaved(8, 10000);
+        rejects(cls, "originalMaxPosition", () -> c.withYarn(4, 0, 32, 1));
+        rejects(cls, "betaFast", () -> c.withYarn(4, 4096, 0, 1));
+        rejects(cls, "yarnFactor", () -> c.withYarn(Double.POSITIVE_INFINITY, 4096, 32, 1));
+        assertEquals(0, RopeConfig.none().ropeDim);
+        assertEquals(40, c.withYarn(40, 4096, 32, 1).yarnFactor);
+    }
+
+    @Test
     void rope() {
         String op = "mla_rope";
         INDArray x = f(4, 2, 16), pos = ints(new int[] {0, 1, 2, 3}, 4);
@@ -300,14 +331,8 @@ class BadInputTest {
         rejects(op, "positions", () -> run(new Rope(x, longs(4), c, false)));
         rejects(op, "positions", () -> run(new Rope(x, zerosInt(5), c, false)));
         rejects(op, "inputs", () -> run(new Rope(x, null, c, false)));
-        rejects(op, "ropeDim", () -> run(new Rope(x, pos, RopeConfig.interleaved(7, 10000), false)));
         rejects(op, "ropeDim", () -> run(new Rope(x, pos, RopeConfig.interleaved(18, 10000), false)));
         rejects(op, "rope dims", () -> run(new Rope(x, pos, c.atOffset(12), false)));
-        // native checks of the descriptor
-        rejects(op, "theta", () -> run(new Rope(x, pos, RopeConfig.interleaved(8, 1.0), false)));
-        rejects(op, "original_max_position", () -> run(new Rope(x, pos, c.withYarn(4, 0, 32, 1), false)));
-        rejects(op, "beta_fast", () -> run(new Rope(x, pos, c.withYarn(4, 4096, 0, 1), false)));
-        rejects(op, "style", () -> run(new Rope(x, pos, new RopeConfig(8, -1, 5, 10000, 1, 0, 32, 1), false)));
         INDArray ok = Nd4j.exec(new Rope(x, pos, c, false))[0];
         assertTrue(Double.isFinite(ok.sumNumber().doubleValue()));
     }
