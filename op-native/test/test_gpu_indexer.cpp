@@ -1011,7 +1011,7 @@ int main() {
     if (mla_cuda_device_count() == 0) {
         std::printf("test_gpu_indexer: no CUDA device (%s)\n", mla_build_targets());
         std::printf("0 passed, 0 failed, %d skipped\n", n_tests);
-        return 0;
+        return mla_test::kSkipped;  // ctest: skipped
     }
     mla_cuda_device_info info;
     if (mla_cuda_device_info_get(0, &info) == MLA_OK)

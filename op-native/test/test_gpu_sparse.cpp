@@ -821,7 +821,7 @@ int main() {
         }
         std::printf("test_gpu_sparse: no CUDA device (%s)\n", mla_build_targets());
         std::printf("0 passed, 0 failed, %d skipped\n", int(cases.size()) + 6);
-        return 0;
+        return mla_test::kSkipped;  // ctest: skipped
     }
     mla_cuda_device_info info;
     if (mla_cuda_device_info_get(0, &info) == MLA_OK)
