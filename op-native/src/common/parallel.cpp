@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -13,7 +14,8 @@ namespace {
 
 thread_local bool in_worker = false;
 
-// One job at a time runs on the pool; concurrent callers queue on job_mutex.
+// One job at a time runs on the pool; concurrent callers queue on job_mutex (any number of
+// threads may call in). A call from inside a job (in_worker) runs serially on its thread.
 class Pool {
 public:
     explicit Pool(int n) {
@@ -29,23 +31,35 @@ public:
     }
     int size() const { return int(threads_.size()) + 1; }
 
-    // Runs task(worker) on workers 0..count-1; worker 0 is the caller.
+    // Runs task(worker) on workers 0..count-1; worker 0 is the caller. An exception thrown by
+    // the task on any worker is rethrown here (the first one) once every worker has finished:
+    // the task lives on the caller's stack, so the caller must not leave before the workers.
     void run(int count, const std::function<void(int)> &task) {
         std::lock_guard<std::mutex> job(job_mutex_);
         {
             std::lock_guard<std::mutex> g(m_);
             task_ = &task;
+            error_ = nullptr;
             active_ = count - 1;
             pending_ = count - 1;
             ++generation_;
         }
         cv_.notify_all();
+        std::exception_ptr own;
         in_worker = true;
-        task(0);
+        try {
+            task(0);
+        } catch (...) {
+            own = std::current_exception();
+        }
         in_worker = false;
         std::unique_lock<std::mutex> g(m_);
         done_cv_.wait(g, [this] { return pending_ == 0; });
         task_ = nullptr;
+        std::exception_ptr error = own ? own : error_;
+        error_ = nullptr;
+        g.unlock();
+        if (error) std::rethrow_exception(error);
     }
 
 private:
@@ -61,8 +75,14 @@ private:
                 seen = generation_;
                 task = task_;
             }
-            (*task)(id);
+            std::exception_ptr error;
+            try {
+                (*task)(id);
+            } catch (...) {
+                error = std::current_exception();  // escaping a std::thread would terminate the process
+            }
             std::lock_guard<std::mutex> g(m_);
+            if (error && !error_) error_ = error;
             if (--pending_ == 0) done_cv_.notify_one();
         }
     }
@@ -71,6 +91,7 @@ private:
     std::mutex m_, job_mutex_;
     std::condition_variable cv_, done_cv_;
     const std::function<void(int)> *task_ = nullptr;
+    std::exception_ptr error_;  // the first exception a worker's task threw in this job
     int active_ = 0, pending_ = 0;
     uint64_t generation_ = 0;
     bool stop_ = false;
