@@ -10,6 +10,7 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.mla4j.Mla4j;
@@ -47,10 +48,15 @@ class ConcurrencyStressTest {
         List<StressJob> jobs = new ArrayList<>(EagerOpJobs.all(r));
         jobs.add(new SharedGraphJob(r));
         jobs.addAll(KvCacheJob.all(r));
+        String only = System.getProperty("mla4j.stress.jobs", "");
+        if (!only.isEmpty()) jobs.removeIf(j -> java.util.Arrays.stream(only.split(",")).noneMatch(j.name()::contains));
 
         ConcurrentLinkedQueue<String> failures = new ConcurrentLinkedQueue<>();
         AtomicBoolean stop = new AtomicBoolean();
         AtomicLongArray runs = new AtomicLongArray(jobs.size());
+        // Workers hold the read lock for one job run; a sample takes the write lock, so it sees
+        // the process between runs (no arrays of a run in flight), with the workers paused.
+        ReentrantReadWriteLock quiet = new ReentrantReadWriteLock(true);
         CountDownLatch started = new CountDownLatch(THREADS);
         List<Thread> workers = new ArrayList<>();
         for (int t = 0; t < THREADS; t++) {
@@ -59,12 +65,15 @@ class ConcurrencyStressTest {
                 started.countDown();
                 for (int i = 0; !stop.get(); i++) {
                     int j = (id + i) % jobs.size();
+                    quiet.readLock().lock();
                     try {
                         jobs.get(j).run(id + i);
                         runs.incrementAndGet(j);
                     } catch (Throwable e) {
                         failures.add(jobs.get(j).name() + " on thread " + id + ": " + e);
                         if (failures.size() > 20) stop.set(true);
+                    } finally {
+                        quiet.readLock().unlock();
                     }
                 }
             }, "mla4j-stress-" + t);
@@ -80,7 +89,13 @@ class ConcurrencyStressTest {
         ResourceMonitor.Sample baseline = null;
         while (System.nanoTime() < end && !stop.get()) {
             Thread.sleep(Math.max(1, Math.min(interval, end - System.nanoTime()) / 1_000_000));
-            ResourceMonitor.Sample s = monitor.sample();
+            quiet.writeLock().lock();
+            ResourceMonitor.Sample s;
+            try {
+                s = monitor.sample();
+            } finally {
+                quiet.writeLock().unlock();
+            }
             if (baseline == null && System.nanoTime() >= warmUpEnd) baseline = s;
             if (SECONDS > 30) System.out.println("stress: " + s);
         }

@@ -11,9 +11,8 @@ import org.bytedeco.javacpp.Pointer;
  * and ND4J's array buffers all show here), the memory of JavaCPP pointers with a deallocator
  * ({@link Pointer#totalBytes()}: the parameter structs the ops fill for each native call;
  * ND4J 1.0.0-M2.1 does not count its CPU array buffers there), the Java heap in use and the
- * number of live Java threads. Each sample follows a full garbage collection, so memory that
- * is merely unreferenced (ND4J frees array buffers when their Java objects are collected)
- * does not count.
+ * number of live Java threads. Memory that is merely unreferenced (ND4J frees array buffers
+ * when their Java objects are collected) does not count: see {@link #sample()}.
  */
 final class ResourceMonitor {
     /** One sample. */
@@ -28,11 +27,21 @@ final class ResourceMonitor {
     private final long start = System.nanoTime();
     private final List<Sample> samples = new ArrayList<>();
 
-    /** Collects garbage, lets ND4J's and JavaCPP's deallocator threads catch up, then samples. */
+    /**
+     * Collects garbage and waits until ND4J's and JavaCPP's deallocator threads have freed what
+     * it released (resident memory stops falling), then samples. A young generation full of
+     * dead arrays holds their native buffers until it is collected, and the buffers are freed
+     * asynchronously after that: sampled any earlier, resident memory swings by hundreds of MiB
+     * with the collector's timing.
+     */
     Sample sample() {
-        for (int i = 0; i < 2; i++) {
+        long previous = Long.MAX_VALUE;
+        for (int i = 0; i < 50; i++) {
             System.gc();
-            sleep(150);
+            sleep(200);
+            long rss = Pointer.physicalBytes();
+            if (previous - rss < (1L << 20)) break;
+            previous = rss;
         }
         Runtime rt = Runtime.getRuntime();
         Sample s = new Sample((System.nanoTime() - start) / 1e9, Pointer.physicalBytes(), Pointer.totalBytes(),
