@@ -35,6 +35,11 @@ final class ScaleNetworks {
             Named.of("MlaSelfAttentionLayer", () -> new MlaSelfAttentionLayer.Builder().nOut(WIDTH).heads(2)
                     .qLora(8).kvLora(8).qkNope(4).qkRope(4).vHead(8).causal(true).build()));
 
+    /** {@link #LAYERS} as arguments of a parameterized test (named by layer type). */
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> layerArguments() {
+        return LAYERS.stream().map(org.junit.jupiter.params.provider.Arguments::of);
+    }
+
     /** A network of {@code attention} then an MSE output per timestep, seeded. */
     static MultiLayerNetwork network(Supplier<Layer> attention, long seed) {
         MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder().dataType(DataType.FLOAT).seed(seed)
