@@ -61,8 +61,8 @@ public final class ParallelInferenceBenchmark implements Callable<Integer> {
         for (int i = 0; i < inputs.length; i++) inputs[i] = Nd4j.randn(DataType.FLOAT, batch, ScaleSampleNetwork.N_IN, steps);
         System.out.printf("ParallelInference benchmark: requests of %d x %d steps, width %d, %d workers, %d cores%n%n",
                 batch, steps, width, workers, Runtime.getRuntime().availableProcessors());
-        System.out.println("engine                   | clients | requests/s | p50 ms | p99 ms");
-        System.out.println("-------------------------+---------+------------+--------+-------");
+        System.out.println("engine                           | clients | requests/s | p50 ms | p99 ms");
+        System.out.println("---------------------------------+---------+------------+--------+-------");
 
         run("output(), one thread", 1, inputs, net::output);   // warm-up
         row("output(), one thread", 1, run("output(), one thread", 1, inputs, net::output));
@@ -110,7 +110,7 @@ public final class ParallelInferenceBenchmark implements Callable<Integer> {
         long wall = latency[requests];
         long[] sorted = Arrays.copyOf(latency, requests);
         Arrays.sort(sorted);
-        System.out.printf("%-24s | %7d | %10.1f | %6.2f | %6.2f%n", engine, c, requests / (wall / 1e9),
+        System.out.printf("%-32s | %7d | %10.1f | %6.2f | %6.2f%n", engine, c, requests / (wall / 1e9),
                 sorted[requests / 2] / 1e6, sorted[(int) Math.ceil(requests * 0.99) - 1] / 1e6);
     }
 }

@@ -9,6 +9,7 @@ import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.deeplearning4j.spark.api.RDDTrainingApproach;
 import org.deeplearning4j.spark.impl.multilayer.SparkDl4jMultiLayer;
 import org.deeplearning4j.spark.impl.paramavg.ParameterAveragingTrainingMaster;
 import org.mla4j.layers.dl4j.MlaSelfAttentionLayer;
@@ -73,25 +74,30 @@ public final class SparkMlaTraining {
     /**
      * Parameter averaging: each executor task fits {@code averagingFrequency} minibatches of
      * {@code batchPerWorker} examples on its copy of the network, then the driver averages the
-     * copies' parameters and updater states.
+     * copies' parameters and updater states. {@code approach}: {@code Export} (DL4J's default)
+     * writes the minibatches to the default Hadoop file system first, which on a cluster must
+     * be one all executors share (HDFS, S3); {@code Direct} ships them inside the RDD.
      */
-    public static ParameterAveragingTrainingMaster trainingMaster(int batchPerWorker, int averagingFrequency) {
+    public static ParameterAveragingTrainingMaster trainingMaster(int batchPerWorker, int averagingFrequency,
+                                                                  RDDTrainingApproach approach) {
         return new ParameterAveragingTrainingMaster.Builder(batchPerWorker)
                 .batchSizePerWorker(batchPerWorker)
                 .averagingFrequency(averagingFrequency)
                 .workerPrefetchNumBatches(0)
                 .saveUpdater(true)
+                .rddTrainingApproach(approach)
                 .rngSeed(12345)
                 .build();
     }
 
     /** Trains {@code epochs} passes over {@code train} on the cluster; returns the driver's copy. */
     public static MultiLayerNetwork fitOnSpark(JavaSparkContext sc, MultiLayerConfiguration conf, List<DataSet> train,
-                                               int epochs, int batchPerWorker, int averagingFrequency) {
-        JavaRDD<DataSet> rdd = sc.parallelize(train, sc.defaultParallelism()).cache();
-        SparkDl4jMultiLayer sparkNet = new SparkDl4jMultiLayer(sc, conf, trainingMaster(batchPerWorker, averagingFrequency));
+                                               int epochs, int batchPerWorker, int averagingFrequency,
+                                               RDDTrainingApproach approach) {
+        JavaRDD<DataSet> rdd = sc.parallelize(train, sc.defaultParallelism());
+        SparkDl4jMultiLayer sparkNet = new SparkDl4jMultiLayer(sc, conf,
+                trainingMaster(batchPerWorker, averagingFrequency, approach));
         for (int e = 0; e < epochs; e++) sparkNet.fit(rdd);
-        rdd.unpersist();
         return sparkNet.getNetwork();
     }
 

@@ -6,6 +6,7 @@ import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.deeplearning4j.spark.api.RDDTrainingApproach;
 import org.nd4j.linalg.dataset.DataSet;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -35,6 +36,10 @@ public final class SparkTrainingExample implements Callable<Integer> {
     @Option(names = "--averaging", description = "minibatches between parameter averagings (default: ${DEFAULT-VALUE})")
     int averaging = 2;
 
+    @Option(names = "--approach", description = "Export (minibatches written to the default Hadoop file system, "
+            + "shared by the executors) or Direct (default: ${DEFAULT-VALUE})")
+    RDDTrainingApproach approach = RDDTrainingApproach.Export;
+
     @Option(names = "--skip-local", description = "skip the single-threaded comparison")
     boolean skipLocal;
 
@@ -53,7 +58,7 @@ public final class SparkTrainingExample implements Callable<Integer> {
 
         try (JavaSparkContext sc = new JavaSparkContext(sparkConf)) {
             long t0 = System.nanoTime();
-            MultiLayerNetwork onSpark = SparkMlaTraining.fitOnSpark(sc, conf, train, epochs, batch, averaging);
+            MultiLayerNetwork onSpark = SparkMlaTraining.fitOnSpark(sc, conf, train, epochs, batch, averaging, approach);
             double sparkSeconds = (System.nanoTime() - t0) / 1e9;
             System.out.printf("Spark (%s, %d executor slots) %.5f after %d epochs, %.1f s%n", sc.master(),
                     sc.defaultParallelism(), onSpark.score(test), epochs, sparkSeconds);

@@ -7,6 +7,7 @@ import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.deeplearning4j.spark.api.RDDTrainingApproach;
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.dataset.DataSet;
 
@@ -31,7 +32,8 @@ class SparkLocalTrainingTest {
         SparkConf sparkConf = new SparkConf().setMaster("local[2]").setAppName("mla4j-test")
                 .set("spark.ui.enabled", "false");
         try (JavaSparkContext sc = new JavaSparkContext(sparkConf)) {
-            MultiLayerNetwork net = SparkMlaTraining.fitOnSpark(sc, conf, train, EPOCHS, BATCH, AVERAGING);
+            MultiLayerNetwork net = SparkMlaTraining.fitOnSpark(sc, conf, train, EPOCHS, BATCH, AVERAGING,
+                    RDDTrainingApproach.Export);
             spark = net.score(test);
         }
         String msg = String.format("initial loss %.4f, one thread %.4f, Spark local[2] %.4f", initial, single, spark);
