@@ -61,6 +61,7 @@ class ExecutorJvmTest {
         ModelSerializer.writeModel(net, saved, false);
         long driverPid = ProcessHandle.current().pid();
 
+        long t0 = System.nanoTime();
         try (JavaSparkContext sc = new JavaSparkContext(conf)) {
             Broadcast<byte[]> model = sc.broadcast(saved.toByteArray());
             Broadcast<INDArray> input = sc.broadcast(x);
@@ -84,14 +85,16 @@ class ExecutorJvmTest {
                 for (int i = 0; i < v.length; i++) got[i] = (float) Double.parseDouble(v[i]);
                 assertTrue(Arrays.equals(want, got), "executor output differs from the driver's: " + r);
             }
-            System.out.println("executor JVMs " + pids + " (driver " + driverPid + ")");
+            System.out.printf("executor JVMs %s (driver %d) checked, %.1f s with the cluster's start%n", pids, driverPid,
+                    (System.nanoTime() - t0) / 1e9);
+            long t1 = System.nanoTime();
 
             List<DataSet> train = SparkMlaTraining.runningMean(16, 16, 11);
             DataSet test = DataSet.merge(SparkMlaTraining.runningMean(4, 16, 12));
             double initial = SparkMlaTraining.initialLoss(SparkMlaTraining.network(42), test);
-            double loss = SparkMlaTraining.fitOnSpark(sc, SparkMlaTraining.network(42), train, 3, 16, 2,
+            double loss = SparkMlaTraining.fitOnSpark(sc, SparkMlaTraining.network(42), train, 2, 16, 2,
                     RDDTrainingApproach.Direct).score(test);
-            System.out.printf("executor JVMs trained: loss %.4f -> %.4f%n", initial, loss);
+            System.out.printf("executor JVMs trained: loss %.4f -> %.4f, %.1f s%n", initial, loss, (System.nanoTime() - t1) / 1e9);
             assertTrue(loss < 0.5 * initial, "training on executor JVMs did not lower the loss: " + initial + " -> " + loss);
         }
     }

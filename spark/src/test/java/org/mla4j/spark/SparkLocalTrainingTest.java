@@ -18,7 +18,7 @@ import org.nd4j.linalg.dataset.DataSet;
  * margin (two copies averaged every few steps do not take the single thread's steps).
  */
 class SparkLocalTrainingTest {
-    private static final int EPOCHS = 6, BATCHES = 32, BATCH = 16, AVERAGING = 2;
+    private static final int EPOCHS = 4, BATCHES = 24, BATCH = 16, AVERAGING = 2;
 
     @Test
     void parameterAveragingReachesTheSingleThreadedLoss() {
@@ -26,7 +26,9 @@ class SparkLocalTrainingTest {
         List<DataSet> train = SparkMlaTraining.runningMean(BATCHES, BATCH, 11);
         DataSet test = DataSet.merge(SparkMlaTraining.runningMean(8, BATCH, 12));
         double initial = SparkMlaTraining.initialLoss(conf, test);
+        long t0 = System.nanoTime();
         double single = SparkMlaTraining.fitLocally(conf, train, EPOCHS).score(test);
+        long t1 = System.nanoTime();
 
         double spark;
         SparkConf sparkConf = new SparkConf().setMaster("local[2]").setAppName("mla4j-test")
@@ -36,7 +38,8 @@ class SparkLocalTrainingTest {
                     RDDTrainingApproach.Export);
             spark = net.score(test);
         }
-        String msg = String.format("initial loss %.4f, one thread %.4f, Spark local[2] %.4f", initial, single, spark);
+        String msg = String.format("initial loss %.4f, one thread %.4f (%.1f s), Spark local[2] %.4f (%.1f s with the "
+                + "context)", initial, single, (t1 - t0) / 1e9, spark, (System.nanoTime() - t1) / 1e9);
         System.out.println(msg);
         assertTrue(single < 0.25 * initial, "single-threaded training did not learn the task: " + msg);
         assertTrue(spark < 1.5 * single, "Spark training did not reach the single-threaded loss: " + msg);
