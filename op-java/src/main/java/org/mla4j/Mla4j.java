@@ -23,6 +23,11 @@ import org.nd4j.linalg.factory.Nd4j;
  * executioner that runs mla4j ops itself and passes every other op to ND4J unchanged, and (2)
  * registers each mla4j op by name, so SameDiff can rebuild it when it copies a graph for
  * gradients or loads one from disk. Calling it more than once is harmless.
+ *
+ * <p>Threads: install() may be called from any number of threads at once (the native library
+ * loads once, the ops register once, one executioner serves every thread), and a network
+ * holding an mla4j layer calls it when it is built, so worker threads and Spark executors
+ * need no setup of their own. What else may be shared between threads: README, "Scaling out".
  */
 public final class Mla4j {
     /**

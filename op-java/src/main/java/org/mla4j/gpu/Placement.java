@@ -11,6 +11,7 @@ import org.slf4j.LoggerFactory;
  * exist) or at run time with {@link #useGpu(int)} / {@link #useCpu()} (also on
  * {@link org.mla4j.Mla4j}). With a GPU chosen, ops that have a CUDA kernel copy their inputs to
  * the device, run there and copy their outputs back; ops without one run on the CPU as before.
+ * The switch is one per JVM: a change is seen by every thread's next op.
  */
 public final class Placement {
     /** System property of the switch. */
