@@ -34,8 +34,13 @@ import org.mla4j.tests.support.TestRandom;
 class ConcurrencyStressTest {
     private static final double SECONDS = Double.parseDouble(System.getProperty("mla4j.stress.seconds", "8"));
     private static final int THREADS = Integer.getInteger("mla4j.stress.threads", 8);
-    /** Growth allowed after the warm-up: caches and allocator arenas settle, a leak keeps growing. */
-    private static final long ALLOWED_RSS_GROWTH = 64L << 20;
+    /**
+     * Resident memory after the warm-up: the allocator may still take a new arena (a one-off
+     * step of up to about 70 MiB was seen once in a 10-minute run, level before and after), so
+     * the total gets a loose bound and the second half of the run, where a leak per call keeps
+     * growing and a step is rarely repeated, a tight one.
+     */
+    private static final long ALLOWED_RSS_GROWTH = 192L << 20, ALLOWED_RSS_GROWTH_SECOND_HALF = 32L << 20;
     private static final long ALLOWED_JAVACPP_GROWTH = 16L << 20;
     private static final long ALLOWED_HEAP_GROWTH = 4L << 20;
 
@@ -124,8 +129,12 @@ class ConcurrencyStressTest {
         }
         assertTrue(total >= 2L * THREADS, "too few runs to mean anything\n" + report);
         if (baseline == null) baseline = monitor.samples().get(0);
+        ResourceMonitor.Sample mid = monitor.middleSince(baseline);
         assertTrue(last.rss() - baseline.rss() < ALLOWED_RSS_GROWTH,
                 "resident memory grew by " + ResourceMonitor.mib(last.rss() - baseline.rss()) + " MiB after the warm-up\n" + report);
+        assertTrue(last.rss() - mid.rss() < ALLOWED_RSS_GROWTH_SECOND_HALF,
+                "resident memory grew by " + ResourceMonitor.mib(last.rss() - mid.rss()) + " MiB in the second half ("
+                        + mid + ")\n" + report);
         assertTrue(last.javacppBytes() - baseline.javacppBytes() < ALLOWED_JAVACPP_GROWTH,
                 "JavaCPP native memory grew by " + ResourceMonitor.mib(last.javacppBytes() - baseline.javacppBytes())
                         + " MiB after the warm-up\n" + report);

@@ -50,6 +50,13 @@ final class ResourceMonitor {
         return s;
     }
 
+    /** The first sample at or after the middle of the time from {@code from} to the last sample. */
+    Sample middleSince(Sample from) {
+        double half = (from.seconds() + samples.get(samples.size() - 1).seconds()) / 2;
+        for (Sample s : samples) if (s.seconds() >= half) return s;
+        return samples.get(samples.size() - 1);
+    }
+
     List<Sample> samples() {
         return samples;
     }
