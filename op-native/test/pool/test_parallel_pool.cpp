@@ -51,18 +51,23 @@ void pool_serves_concurrent_callers() {
 // caller's thread able to use it again.
 void pool_survives_a_throwing_body() {
     const int workers = mla::plan_workers(1 << 20, 1, 0);
+    for (int round = 0; round < 40; ++round)
     for (int thrower = 0; thrower < std::min(workers, 2); ++thrower) {
+        // The pool does not promise a chunk to every worker (one may take them all), so the
+        // throw must reach the caller exactly when the throwing worker ran a chunk.
+        std::atomic<bool> ran{false};
         bool caught = false;
         try {
             mla::parallel_for(int64_t(workers) * 64, 1, 0, [&](int64_t, int64_t, int w) {
-                if (w == thrower) throw std::runtime_error("body failed");
+                if (w != thrower) return;
+                ran = true;
+                throw std::runtime_error("body failed");
             });
         } catch (const std::runtime_error &e) {
             caught = std::strcmp(e.what(), "body failed") == 0;
         }
-        // The pool does not promise that a given worker gets a chunk, so only a throw that
-        // happened must arrive; check that at least the caller's own (worker 0) does.
-        if (thrower == 0) check(caught, "a throw on the calling thread reaches the caller");
+        check(caught == ran.load(), "a throw on worker %d reaches the caller (ran %d, caught %d)", thrower,
+              int(ran.load()), int(caught));
         std::atomic<int64_t> sum{0};
         mla::parallel_for(10000, 16, 0, [&](int64_t b, int64_t e, int) {
             int64_t s = 0;
