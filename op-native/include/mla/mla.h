@@ -12,6 +12,10 @@
  *    entries are skipped and never read.
  *  - Every call returns a status; mla_last_error() gives a readable message for the last
  *    failure on the calling thread.
+ *  - Any number of threads may call at once (on separate outputs). The CPU worker pool runs
+ *    the parallel part of one call at a time, the other callers wait for it; a call's work
+ *    split depends only on its shapes and the pool size, so its results are the same bits
+ *    whatever else runs.
  */
 #ifndef MLA_MLA_H
 #define MLA_MLA_H

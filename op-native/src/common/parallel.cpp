@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -13,7 +14,8 @@ namespace {
 
 thread_local bool in_worker = false;
 
-// One job at a time runs on the pool; concurrent callers queue on job_mutex.
+// One job at a time runs on the pool; concurrent callers queue on job_mutex (any number of
+// threads may call in). A call from inside a job (in_worker) runs serially on its thread.
 class Pool {
 public:
     explicit Pool(int n) {
@@ -32,7 +34,9 @@ public:
     // Runs task(worker) on workers 0..count-1; worker 0 is the caller. A worker that has not
     // picked the task up by the time the caller's own part is done is not waited for: the
     // task (dynamic chunks) is finished by then, and on a busy machine a sleeping worker can
-    // take a scheduler time slice to wake up.
+    // take a scheduler time slice to wake up. An exception thrown by the task on any worker
+    // that ran it is rethrown here (the first one) once every such worker has finished: the
+    // task lives on the caller's stack, so the caller must not leave before them.
     void run(int count, const std::function<void(int)> &task) {
         std::lock_guard<std::mutex> job(job_mutex_);
         {
@@ -42,17 +46,27 @@ public:
             pending_ = count - 1;
             started_ = 0;
             open_ = true;
+            error_ = nullptr;
             ++generation_;
         }
         cv_.notify_all();
+        std::exception_ptr own;
         in_worker = true;
-        task(0);
+        try {
+            task(0);
+        } catch (...) {
+            own = std::current_exception();
+        }
         in_worker = false;
         std::unique_lock<std::mutex> g(m_);
         open_ = false;                   // late workers skip this job
         pending_ -= active_ - started_;  // and are not waited for
         done_cv_.wait(g, [this] { return pending_ == 0; });
         task_ = nullptr;
+        std::exception_ptr error = own ? own : error_;
+        error_ = nullptr;
+        g.unlock();
+        if (error) std::rethrow_exception(error);
     }
 
 private:
@@ -71,8 +85,14 @@ private:
                 task = task_;
                 ++started_;
             }
-            (*task)(id);
+            std::exception_ptr error;
+            try {
+                (*task)(id);
+            } catch (...) {
+                error = std::current_exception();  // escaping a std::thread would terminate the process
+            }
             std::lock_guard<std::mutex> g(m_);
+            if (error && !error_) error_ = error;
             if (--pending_ == 0) done_cv_.notify_one();
         }
     }
@@ -81,6 +101,7 @@ private:
     std::mutex m_, job_mutex_;
     std::condition_variable cv_, done_cv_;
     const std::function<void(int)> *task_ = nullptr;
+    std::exception_ptr error_;  // the first exception a worker's task threw in this job
     int active_ = 0, pending_ = 0, started_ = 0;
     bool open_ = false;
     uint64_t generation_ = 0;

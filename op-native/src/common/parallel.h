@@ -11,8 +11,10 @@ int default_num_threads();
 
 // Runs body(begin, end, worker) over [0, n) split into chunks of at least `grain` items, on up
 // to `threads` workers (0 = default). worker is in [0, workers_used) and indexes per-thread
-// scratch. Calls from inside a worker run serially. Returns the number of workers that may
-// be used (size scratch by it before the call via plan_workers).
+// scratch. Calls from inside a worker run serially. Any number of threads may call at once:
+// one call at a time uses the pool, the others wait for it. An exception thrown by body (on
+// any worker) is rethrown to the caller after every worker has stopped. Size per-worker
+// scratch before the call with plan_workers.
 void parallel_for(int64_t n, int64_t grain, int threads,
                   const std::function<void(int64_t, int64_t, int)> &body);
 

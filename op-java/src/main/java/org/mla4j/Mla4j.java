@@ -26,6 +26,11 @@ import org.nd4j.linalg.factory.Nd4j;
  * gradients or loads one from disk. It also filters out the "Added differentiated op ..." lines
  * ND4J prints for every graph it differentiates ({@link GradientPrintFilter}). Calling it more
  * than once is harmless.
+ *
+ * <p>Threads: install() may be called from any number of threads at once (the native library
+ * loads once, the ops register once, one executioner serves every thread), and a network
+ * holding an mla4j layer calls it when it is built, so worker threads and Spark executors
+ * need no setup of their own. What else may be shared between threads: README, "Scaling out".
  */
 public final class Mla4j {
     /**

@@ -35,7 +35,10 @@ import org.nd4j.linalg.factory.Nd4j;
  * }</pre>
  *
  * Not thread-safe: one decoding loop owns a cache; it runs on the calling thread's stream for
- * the device. {@link #close()} frees the device memory.
+ * the device. Every method except the {@code decodeInto} that queues on a caller's
+ * {@link DeviceCall} waits for its stream before it returns, so a cache may pass to another thread (with a hand-over that orders the two), which
+ * then uses its own stream. Separate caches may be used from separate threads at once.
+ * {@link #close()} frees the device memory.
  */
 public final class DeviceKvCache implements KvCache {
     private final int device;

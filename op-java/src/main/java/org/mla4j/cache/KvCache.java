@@ -9,7 +9,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * A paged KV cache for decode: sequences 0..maxBatch-1 append rows of {@code dQk} values (one
  * KV head) and attend everything they hold with dense decode, or the rows a top-k selected
  * with sparse decode. {@link PagedKvCache} keeps it in host memory; {@link DeviceKvCache} on a
- * GPU. Not thread-safe: one decoding loop owns a cache.
+ * GPU. Not thread-safe: one decoding loop owns a cache (separate caches on separate threads
+ * are fine).
  */
 public interface KvCache extends AutoCloseable {
     CacheLayout layout();

@@ -27,7 +27,10 @@ import org.nd4j.linalg.factory.Nd4j;
  *
  * Under the GPU placement ({@link org.mla4j.gpu.Placement}) decode and sparse decode copy
  * this cache to the device on every call; a {@link DeviceKvCache} keeps it there. Not
- * thread-safe: one decoding loop owns a cache.
+ * thread-safe: one decoding loop owns a cache. Separate caches may be used from separate
+ * threads at once, and a cache may pass from one thread to another when the hand-over orders
+ * the two (an executor, a queue, a lock); two threads must never call one cache at the same
+ * time.
  */
 public final class PagedKvCache implements KvCache {
     private final CacheLayout layout;

@@ -10,7 +10,8 @@ import org.nd4j.linalg.cpu.nativecpu.ops.NativeOpExecutioner;
 
 /**
  * ND4J's CPU executioner with one change: mla4j ops run through the plugin's native library;
- * every other op goes to ND4J as before. Installed by {@link org.mla4j.Mla4j#install()}.
+ * every other op goes to ND4J as before. Installed by {@link org.mla4j.Mla4j#install()}. One
+ * instance serves every thread; it keeps no state of its own.
  */
 public class MlaCpuExecutioner extends NativeOpExecutioner implements MlaExecutioner {
 

@@ -13,7 +13,11 @@ import org.mla4j.nativelib.MlaLib;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
-/** Loads libmla4j and turns ND4J arrays into the raw pointers and codes of the C ABI. */
+/**
+ * Loads libmla4j and turns ND4J arrays into the raw pointers and codes of the C ABI. Thread-safe:
+ * the library loads once however many threads ask; the error message {@link #check} reports is
+ * the calling thread's own (the C ABI keeps one per thread).
+ */
 public final class NativeLib {
     private static volatile boolean loaded;
     private static final ThreadLocal<Map<Class<?>, Pointer>> PARAMS =

@@ -12,7 +12,8 @@ import org.slf4j.LoggerFactory;
  * {@link org.mla4j.Mla4j}). With a GPU chosen, ops that have a CUDA kernel copy their inputs to
  * the device, run there and copy their outputs back; ops without one run on the CPU as before
  * (each op says which: {@code MlaOp.hasDeviceKernel()}, and where it runs now:
- * {@code MlaOp.runsOn()}).
+ * {@code MlaOp.runsOn()}). The switch is one per JVM: a change is seen by every thread's next
+ * op.
  */
 public final class Placement {
     /** System property of the switch. */

@@ -30,6 +30,11 @@ import org.nd4j.linalg.factory.Nd4j;
  *
  * <p>Inputs whose elements are not laid out row-major and contiguous are copied once before
  * the native call; outputs that are not are computed into a temporary and copied back.
+ *
+ * <p>Threads: an eager op object is one call (it holds its arrays): build one per call, never
+ * share it. Op objects inside a SameDiff graph are shared by every thread that calls
+ * {@code output()} on the graph; that is safe, because a graph run passes each thread's arrays
+ * in its own {@link OpContext} and {@link #execute(OpContext)} only reads the op's arguments.
  */
 public abstract class MlaOp extends DynamicCustomOp {
 
