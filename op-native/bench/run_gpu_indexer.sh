@@ -30,13 +30,13 @@ generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S "$src" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMLA4J_CUDA=ON \
     -DMLA4J_CUDA_ARCHS="$archs" >/dev/null || exit 1
-cmake --build "$build" -j "$(nproc)" --target mla4j test_gpu_indexer test_kv_indexer_rope \
+cmake --build "$build" -j "$(nproc)" --target mla4j test_gpu_indexer test_indexer \
     bench_indexer || exit 1
 
 step "tests"
 timeout 150 "$build/test_gpu_indexer" | tail -n 90
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
-timeout 60 "$build/test_kv_indexer_rope" | tail -n 3 || status=1
+timeout 60 "$build/test_indexer" | tail -n 3 || status=1
 
 step "compute-sanitizer (reduced case list)"
 if command -v compute-sanitizer >/dev/null; then

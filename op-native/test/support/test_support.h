@@ -1,7 +1,7 @@
 // Shared by the native tests: pass / fail bookkeeping (every check counts, every failure prints
 // one "FAIL: ..." line, a test ends with "N passed, M failed" and a non-zero exit on failure),
-// 16-bit float encodings written from their definitions, and device buffers through the
-// mla_cuda_* API of the library.
+// the number formats written from their definitions, and device buffers through the mla_cuda_*
+// API of the library.
 #pragma once
 #include <mla/mla.h>
 
@@ -34,27 +34,37 @@ inline void check(bool ok, const char *fmt, ...) {
     va_end(ap);
 }
 
-// ---- bfloat16 / float16 from their definitions ------------------------------------------------
+// ---- number formats, written from their definitions (not the library's conversions) ------------
 
-inline float bf16_to_float(uint16_t h) {
-    const uint32_t u = uint32_t(h) << 16;
+// x rounded to `bits` significant bits, ties to even (the normal range of the target format;
+// infinities and NaN unchanged).
+inline double round_bits(double x, int bits) {
+    if (x == 0 || !std::isfinite(x)) return x;
+    int e;
+    std::frexp(x, &e);
+    const double ulp = std::ldexp(1.0, e - bits);
+    return std::nearbyint(x / ulp) * ulp;
+}
+
+// bfloat16: the top 16 bits of a float32.
+inline double bf16_round(double x) { return round_bits(x, 8); }
+
+inline double bf16_value(uint16_t b) {
+    const uint32_t u = uint32_t(b) << 16;
     float f;
     std::memcpy(&f, &u, 4);
     return f;
 }
 
-// x (finite, or NaN / inf) rounded to the nearest bfloat16, ties to even.
-inline uint16_t float_to_bf16(float x) {
-    if (std::isnan(x)) return 0x7fc0;
-    if (std::isinf(x)) return x > 0 ? 0x7f80 : 0xff80;
+// The bfloat16 nearest to x, ties to even.
+inline uint16_t bf16_bits(double x) {
+    const float f = float(bf16_round(x));  // exact: 8 significant bits
     uint32_t u;
-    std::memcpy(&u, &x, 4);
-    const uint32_t lower = u & 0xffffu, upper = u >> 16;
-    const bool up = lower > 0x8000u || (lower == 0x8000u && (upper & 1u));
-    return uint16_t(upper + (up ? 1u : 0u));
+    std::memcpy(&u, &f, 4);
+    return uint16_t(u >> 16);
 }
 
-inline double f16_to_double(uint16_t h) {
+inline double f16_value(uint16_t h) {
     const int sign = h >> 15, e = (h >> 10) & 31, m = h & 1023;
     double v;
     if (e == 0)
@@ -66,11 +76,12 @@ inline double f16_to_double(uint16_t h) {
     return sign ? -v : v;
 }
 
-// x (|x| < 65504) rounded to the nearest float16, ties to even.
-inline uint16_t double_to_f16(double x) {
+// The float16 nearest to x, ties to even (subnormals; |x| >= 65520 becomes infinity).
+inline uint16_t f16_bits(double x) {
     if (std::isnan(x)) return 0x7e00;
     const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
     const double a = std::fabs(x);
+    if (a >= 65520.0) return sign | 0x7c00;
     if (a < std::ldexp(1.0, -14)) return sign | uint16_t(std::nearbyint(a * std::ldexp(1.0, 24)));
     int e;
     std::frexp(a, &e);  // a = f * 2^e, f in [0.5, 1)
@@ -84,12 +95,23 @@ inline uint16_t double_to_f16(double x) {
     return sign | uint16_t(exp << 10) | uint16_t(m);
 }
 
-// float8_e4m3fn (bias 7, no infinities, 0x7f / 0xff NaN), decoded from its definition.
-inline double fp8_e4m3_to_double(uint8_t v) {
+inline double f16_round(double x) { return f16_value(f16_bits(x)); }
+
+// float8_e4m3fn: bias 7, 3 mantissa bits, subnormals m * 2^-9, no infinities, S.1111.111 NaN.
+inline double fp8_value(uint8_t v) {
     const int sign = v >> 7, e = (v >> 3) & 15, m = v & 7;
     if (e == 15 && m == 7) return std::nan("");
     const double x = e == 0 ? std::ldexp(double(m), -9) : std::ldexp(1.0 + m / 8.0, e - 7);
     return sign ? -x : x;
+}
+
+// The float8_e4m3fn code nearest to v (|v| <= 448), by search over the codes.
+inline uint8_t fp8_bits(double v) {
+    const double a = std::fabs(v);
+    int best = 0;
+    for (int i = 1; i < 127; ++i)
+        if (std::fabs(fp8_value(uint8_t(i)) - a) < std::fabs(fp8_value(uint8_t(best)) - a)) best = i;
+    return uint8_t(best | (v < 0 ? 0x80 : 0));
 }
 
 // ---- device buffers -----------------------------------------------------------------------------

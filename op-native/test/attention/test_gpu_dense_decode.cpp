@@ -7,7 +7,7 @@
 // CPU append and the reference reads their dequantised values (mla_kv_dequantize). Without a
 // CUDA device every case is skipped.
 #include <mla/mla.h>
-#include "test_support.h"
+#include "test_buffers.h"
 
 #include <algorithm>
 #include <atomic>
@@ -26,135 +26,20 @@
 
 namespace {
 
-const double kInf = std::numeric_limits<double>::infinity();
-
 using mla_test::g_failed;
 using mla_test::g_passed;
 using mla_test::check;
 
-// ---- element encodings (test-side) ----------------------------------------------------------
-
-double bf16_value(uint16_t b) {
-    uint32_t u = uint32_t(b) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t bf16_bits(double v) {  // truncation: the reference reads back what was stored
-    float f = float(v);
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return uint16_t(u >> 16);
-}
-
-double f16_value(uint16_t h) {
-    int sign = h >> 15, e = (h >> 10) & 31, m = h & 1023;
-    double v;
-    if (e == 0)
-        v = std::ldexp(double(m), -24);
-    else if (e == 31)
-        v = m ? std::nan("") : kInf;
-    else
-        v = std::ldexp(1.0 + m / 1024.0, e - 15);
-    return sign ? -v : v;
-}
-
-uint16_t f16_bits(double v) {  // normal range only (test data is in [-1, 1] or NaN)
-    if (std::isnan(v)) return 0x7e00;
-    uint16_t sign = std::signbit(v) ? 0x8000 : 0;
-    double a = std::fabs(v);
-    if (a < std::ldexp(1.0, -14)) return sign | uint16_t(std::floor(a * std::ldexp(1.0, 24)));
-    int e;
-    std::frexp(a, &e);
-    int E = e - 1;
-    int m = int(std::floor((a / std::ldexp(1.0, E) - 1.0) * 1024.0));
-    return sign | uint16_t((E + 15) << 10) | uint16_t(m);
-}
-
-int64_t elem_bytes(int dt) { return dt == MLA_FLOAT64 ? 8 : dt == MLA_FLOAT32 ? 4 : 2; }
-
-const char *dt_name(int dt) {
-    switch (dt) {
-        case MLA_FLOAT32: return "f32";
-        case MLA_FLOAT64: return "f64";
-        case MLA_FLOAT16: return "f16";
-        case MLA_BFLOAT16: return "bf16";
-        default: return "?";
-    }
-}
-
-// A flat host buffer of one float type; set() stores a rounded value, get() reads it exactly.
-struct Buf {
-    int dt = MLA_FLOAT32;
-    std::vector<unsigned char> bytes;
-
-    Buf() = default;
-    Buf(int t, int64_t n) : dt(t), bytes(size_t(std::max<int64_t>(n, 1) * elem_bytes(t)), 0xff) {}
-    int64_t nbytes() const { return int64_t(bytes.size()); }
-    void set(int64_t i, double v) {
-        unsigned char *p = bytes.data() + i * elem_bytes(dt);
-        if (dt == MLA_FLOAT64) {
-            std::memcpy(p, &v, 8);
-        } else if (dt == MLA_FLOAT32) {
-            float f = float(v);
-            std::memcpy(p, &f, 4);
-        } else {
-            uint16_t h = dt == MLA_BFLOAT16 ? bf16_bits(v) : f16_bits(v);
-            std::memcpy(p, &h, 2);
-        }
-    }
-    double get(int64_t i) const {
-        const unsigned char *p = bytes.data() + i * elem_bytes(dt);
-        if (dt == MLA_FLOAT64) {
-            double v;
-            std::memcpy(&v, p, 8);
-            return v;
-        }
-        if (dt == MLA_FLOAT32) {
-            float f;
-            std::memcpy(&f, p, 4);
-            return f;
-        }
-        uint16_t h;
-        std::memcpy(&h, p, 2);
-        return dt == MLA_BFLOAT16 ? bf16_value(h) : f16_value(h);
-    }
-    bool poisoned(int64_t i) const {
-        for (int64_t k = 0; k < elem_bytes(dt); ++k)
-            if (bytes[size_t(i * elem_bytes(dt) + k)] != 0xff) return false;
-        return true;
-    }
-};
-
-// ---- device buffers -----------------------------------------------------------------------
-
-bool ok_or_report(mla_status st, const char *what) {
-    if (st == MLA_OK) return true;
-    check(false, "%s: status %d: %s", what, st, mla_last_error());
-    return false;
-}
-
-struct DevBuf {
-    void *ptr = nullptr;
-    int64_t bytes = 0;
-    DevBuf() = default;
-    DevBuf(const DevBuf &) = delete;
-    DevBuf &operator=(const DevBuf &) = delete;
-    ~DevBuf() { mla_cuda_free(ptr); }
-    bool alloc(int64_t n) {
-        bytes = n;
-        return ok_or_report(mla_cuda_malloc(&ptr, n), "mla_cuda_malloc");
-    }
-    bool upload(const void *src, int64_t n) {
-        return alloc(n) && ok_or_report(mla_cuda_memcpy(ptr, src, n, MLA_COPY_HOST_TO_DEVICE),
-                                        "mla_cuda_memcpy h2d");
-    }
-    bool download(void *dst) const {
-        return ok_or_report(mla_cuda_memcpy(dst, ptr, bytes, MLA_COPY_DEVICE_TO_HOST),
-                            "mla_cuda_memcpy d2h");
-    }
-};
+using mla_test::bf16_bits;
+using mla_test::bf16_value;
+using mla_test::Buf;
+using mla_test::dt_name;
+using mla_test::elem_bytes;
+using mla_test::f16_bits;
+using mla_test::f16_value;
+using mla_test::kInf;
+using mla_test::ok_or_report;
+using DevBuf = mla_test::DeviceBuffer;
 
 // ---- cases ----------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@
 // cannot check (requests that do not fit, bad block ids, two tokens on one slot) and the
 // refusals. Without a CUDA device every case is skipped.
 #include <mla/mla.h>
-#include "test_support.h"
+#include "test_buffers.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,51 +24,25 @@ using mla_test::check;
 using mla_test::g_failed;
 using mla_test::g_passed;
 
-int64_t elem_bytes(int dt) { return dt == MLA_FLOAT64 ? 8 : dt == MLA_FLOAT32 ? 4 : 2; }
-
-const char *dt_name(int dt) {
-    switch (dt) {
-        case MLA_FLOAT32: return "f32";
-        case MLA_FLOAT64: return "f64";
-        case MLA_FLOAT16: return "f16";
-        case MLA_BFLOAT16: return "bf16";
-        default: return "?";
-    }
-}
+using mla_test::dt_name;
+using mla_test::elem_bytes;
 
 const char *kind_name(int kind) {
     return kind == MLA_CACHE_V32 ? "V32" : kind == MLA_CACHE_MODEL1 ? "MODEL1" : "PLAIN";
 }
 
-// Stores v (a finite double of moderate size) at p in dtype dt, rounding toward zero.
+// Stores v (a finite double of moderate size) at p in dtype dt, rounded to nearest.
 void encode(double v, int dt, unsigned char *p) {
     if (dt == MLA_FLOAT64) {
         std::memcpy(p, &v, 8);
         return;
     }
-    const float f = float(v);
     if (dt == MLA_FLOAT32) {
+        const float f = float(v);
         std::memcpy(p, &f, 4);
         return;
     }
-    uint16_t h;
-    if (dt == MLA_BFLOAT16) {
-        uint32_t u;
-        std::memcpy(&u, &f, 4);
-        h = uint16_t(u >> 16);
-    } else {  // |v| < 65504 here
-        const uint16_t sign = std::signbit(v) ? 0x8000 : 0;
-        const double a = std::fabs(v);
-        if (a < std::ldexp(1.0, -14)) {
-            h = sign | uint16_t(std::floor(a * std::ldexp(1.0, 24)));
-        } else {
-            int e;
-            std::frexp(a, &e);
-            const int E = e - 1;
-            const int m = int(std::floor((a / std::ldexp(1.0, E) - 1.0) * 1024.0));
-            h = sign | uint16_t((E + 15) << 10) | uint16_t(m);
-        }
-    }
+    const uint16_t h = dt == MLA_BFLOAT16 ? mla_test::bf16_bits(v) : mla_test::f16_bits(v);  // |v| < 65504
     std::memcpy(p, &h, 2);
 }
 
@@ -97,31 +71,10 @@ void special(int dt, int which, unsigned char *p) {
 }
 
 bool ok_or_report(mla_status st, const std::string &what) {
-    if (st == MLA_OK) return true;
-    check(false, "%s: status %d: %s", what.c_str(), st, mla_last_error());
-    return false;
+    return mla_test::ok_or_report(st, what.c_str());
 }
 
-struct DevBuf {
-    void *ptr = nullptr;
-    int64_t bytes = 0;
-    DevBuf() = default;
-    DevBuf(const DevBuf &) = delete;
-    DevBuf &operator=(const DevBuf &) = delete;
-    ~DevBuf() { mla_cuda_free(ptr); }
-    bool alloc(int64_t n) {
-        bytes = n;
-        return ok_or_report(mla_cuda_malloc(&ptr, std::max<int64_t>(n, 1)), "mla_cuda_malloc");
-    }
-    bool upload(const void *src, int64_t n) {
-        return alloc(n) && ok_or_report(mla_cuda_memcpy(ptr, src, n, MLA_COPY_HOST_TO_DEVICE),
-                                        "mla_cuda_memcpy h2d");
-    }
-    bool download(void *dst) const {
-        return ok_or_report(mla_cuda_memcpy(dst, ptr, bytes, MLA_COPY_DEVICE_TO_HOST),
-                            "mla_cuda_memcpy d2h");
-    }
-};
+using DevBuf = mla_test::DeviceBuffer;
 
 // ---- random appends: device bytes == CPU bytes ---------------------------------------------
 

@@ -20,13 +20,6 @@ namespace mla_test {
 
 const double kInf = std::numeric_limits<double>::infinity();
 
-// ---- element encodings (test_support.h) -------------------------------------------------------
-
-inline double bf16_value(uint16_t b) { return bf16_to_float(b); }
-inline uint16_t bf16_bits(double v) { return float_to_bf16(float(v)); }
-inline double f16_value(uint16_t h) { return f16_to_double(h); }
-inline uint16_t f16_bits(double v) { return double_to_f16(v); }
-
 inline int64_t elem_bytes(int dt) { return dt == MLA_FLOAT64 ? 8 : dt == MLA_FLOAT32 ? 4 : 2; }
 
 inline const char *dt_name(int dt) {
@@ -35,6 +28,7 @@ inline const char *dt_name(int dt) {
         case MLA_FLOAT64: return "f64";
         case MLA_FLOAT16: return "f16";
         case MLA_BFLOAT16: return "bf16";
+        case MLA_FP8_E4M3: return "fp8";
         default: return "?";
     }
 }
@@ -54,6 +48,9 @@ struct Buf {
     Buf(int t, int64_t n) : dt(t), bytes(size_t(std::max<int64_t>(n, 1) * elem_bytes(t)), 0xff) {}
     int64_t nbytes() const { return int64_t(bytes.size()); }
     int64_t size() const { return nbytes() / elem_bytes(dt); }
+    void *data() { return bytes.data(); }
+    const void *data() const { return bytes.data(); }
+    void poison() { std::fill(bytes.begin(), bytes.end(), 0xff); }  // NaN in every float type
     void set(int64_t i, double v) {
         unsigned char *p = bytes.data() + i * elem_bytes(dt);
         if (dt == MLA_FLOAT64) {

@@ -2,10 +2,10 @@
 // mla_sparse_decode, mla_sparse_prefill_fwd and mla_attention_fwd against a float64 reference
 // written here from the contract alone: key lists are built per query row, scores are
 // materialised, the softmax takes two passes; element types and FP8 cache bytes are encoded
-// and decoded by this file's own code. Outputs are poisoned with NaN before each call and
-// padded with gaps that must stay untouched.
+// and decoded by the tests' own code (support/ and this file). Outputs are poisoned with NaN
+// before each call and padded with gaps that must stay untouched.
 #include <mla/mla.h>
-#include "test_support.h"
+#include "test_buffers.h"
 
 #include <algorithm>
 #include <cmath>
@@ -22,138 +22,9 @@
 
 namespace {
 
-const double kInf = std::numeric_limits<double>::infinity();
+using namespace mla_test;
+
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-using mla_test::g_failed;
-using mla_test::g_passed;
-using mla_test::check;
-
-// ---- element encodings (test-side, independent of the library) ------------------------------
-
-double bf16_value(uint16_t b) {
-    uint32_t u = uint32_t(b) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-// Truncation is enough to make test data: the reference reads back what was stored.
-uint16_t bf16_bits(double v) {
-    float f = float(v);
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return uint16_t(u >> 16);
-}
-
-double f16_value(uint16_t h) {
-    int sign = h >> 15, e = (h >> 10) & 31, m = h & 1023;
-    double v;
-    if (e == 0)
-        v = std::ldexp(double(m), -24);
-    else if (e == 31)
-        v = m ? kNaN : kInf;
-    else
-        v = std::ldexp(1.0 + m / 1024.0, e - 15);
-    return sign ? -v : v;
-}
-
-uint16_t f16_bits(double v) {
-    uint16_t sign = std::signbit(v) ? 0x8000 : 0;
-    double a = std::fabs(v);
-    if (std::isnan(v)) return 0x7e00;
-    if (a >= 65504.0) return sign | 0x7c00;
-    if (a < std::ldexp(1.0, -14)) return sign | uint16_t(std::floor(a * std::ldexp(1.0, 24)));
-    int e;
-    std::frexp(a, &e);  // a in [2^(e-1), 2^e)
-    int E = e - 1;
-    int m = int(std::floor((a / std::ldexp(1.0, E) - 1.0) * 1024.0));
-    return sign | uint16_t((E + 15) << 10) | uint16_t(m);
-}
-
-// float8_e4m3fn: the 256 values, and the code nearest to a value (|v| <= 448).
-double fp8_value(uint8_t b) {
-    int sign = b >> 7, e = (b >> 3) & 15, m = b & 7;
-    double v;
-    if (e == 15 && m == 7)
-        v = kNaN;
-    else if (e == 0)
-        v = std::ldexp(double(m), -9);
-    else
-        v = std::ldexp(1.0 + m / 8.0, e - 7);
-    return sign ? -v : v;
-}
-
-uint8_t fp8_bits(double v) {
-    static std::vector<double> table = [] {
-        std::vector<double> t(127);
-        for (int i = 0; i < 127; ++i) t[size_t(i)] = fp8_value(uint8_t(i));
-        return t;
-    }();
-    double a = std::fabs(v);
-    int best = 0;
-    for (int i = 1; i < 127; ++i)
-        if (std::fabs(table[size_t(i)] - a) < std::fabs(table[size_t(best)] - a)) best = i;
-    return uint8_t(best | (v < 0 ? 0x80 : 0));
-}
-
-int64_t elem_bytes(int dt) { return dt == MLA_FLOAT64 ? 8 : dt == MLA_FLOAT32 ? 4 : 2; }
-
-const char *dt_name(int dt) {
-    switch (dt) {
-        case MLA_FLOAT32: return "f32";
-        case MLA_FLOAT64: return "f64";
-        case MLA_FLOAT16: return "f16";
-        case MLA_BFLOAT16: return "bf16";
-        default: return "?";
-    }
-}
-
-// A flat buffer of one float type; set() stores a rounded value, get() reads it back exactly.
-struct Buf {
-    int dt = MLA_FLOAT32;
-    std::vector<unsigned char> bytes;
-
-    Buf() = default;
-    Buf(int t, int64_t n) : dt(t), bytes(size_t(std::max<int64_t>(n, 1) * elem_bytes(t)), 0xff) {}
-    int64_t size() const { return int64_t(bytes.size()) / elem_bytes(dt); }
-    void *data() { return bytes.data(); }
-    const void *data() const { return bytes.data(); }
-    void poison() { std::fill(bytes.begin(), bytes.end(), 0xff); }  // NaN in every float type
-    bool untouched(int64_t i) const {
-        for (int64_t k = 0; k < elem_bytes(dt); ++k)
-            if (bytes[size_t(i * elem_bytes(dt) + k)] != 0xff) return false;
-        return true;
-    }
-    void set(int64_t i, double v) {
-        unsigned char *p = bytes.data() + i * elem_bytes(dt);
-        if (dt == MLA_FLOAT64) {
-            std::memcpy(p, &v, 8);
-        } else if (dt == MLA_FLOAT32) {
-            float f = float(v);
-            std::memcpy(p, &f, 4);
-        } else {
-            uint16_t h = dt == MLA_BFLOAT16 ? bf16_bits(v) : f16_bits(v);
-            std::memcpy(p, &h, 2);
-        }
-    }
-    double get(int64_t i) const {
-        const unsigned char *p = bytes.data() + i * elem_bytes(dt);
-        if (dt == MLA_FLOAT64) {
-            double v;
-            std::memcpy(&v, p, 8);
-            return v;
-        }
-        if (dt == MLA_FLOAT32) {
-            float f;
-            std::memcpy(&f, p, 4);
-            return f;
-        }
-        uint16_t h;
-        std::memcpy(&h, p, 2);
-        return dt == MLA_BFLOAT16 ? bf16_value(h) : f16_value(h);
-    }
-};
 
 // A tensor [n0, n1, n2, d] with padded strides so that gaps exist between rows, heads and
 // tokens; elements outside the logical tensor stay poisoned.
@@ -193,7 +64,7 @@ struct Tensor {
                 for (int64_t c = 0; c < n2; ++c)
                     for (int64_t e = 0; e < d; ++e) inside[size_t(at(a, b, c) + e)] = 1;
         for (int64_t i = 0; i < buf.size(); ++i)
-            if (!inside[size_t(i)] && !buf.untouched(i)) return false;
+            if (!inside[size_t(i)] && !buf.poisoned(i)) return false;
         return true;
     }
 };

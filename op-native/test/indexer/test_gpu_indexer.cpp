@@ -107,21 +107,21 @@ struct Tensor {
                 break;
             }
             case MLA_BFLOAT16: {
-                const uint16_t h = mla_test::float_to_bf16(float(v));
+                const uint16_t h = mla_test::bf16_bits(v);
                 std::memcpy(p, &h, 2);
-                value[size_t(i)] = mla_test::bf16_to_float(h);
+                value[size_t(i)] = mla_test::bf16_value(h);
                 break;
             }
             case MLA_FLOAT16: {
-                const uint16_t h = mla_test::double_to_f16(v);
+                const uint16_t h = mla_test::f16_bits(v);
                 std::memcpy(p, &h, 2);
-                value[size_t(i)] = mla_test::f16_to_double(h);
+                value[size_t(i)] = mla_test::f16_value(h);
                 break;
             }
             default: {
                 const uint8_t b = uint8_t(int(v));
                 *p = b;
-                value[size_t(i)] = mla_test::fp8_e4m3_to_double(b) * double(scale[size_t(i / cols)]);
+                value[size_t(i)] = mla_test::fp8_value(b) * double(scale[size_t(i / cols)]);
             }
         }
     }
@@ -701,8 +701,8 @@ void run_rope_case(const RopeCase &c, uint64_t seed, void *stream) {
             switch (c.dt) {
                 case MLA_FLOAT64: { double v; std::memcpy(&v, b, 8); return v; }
                 case MLA_FLOAT32: { float v; std::memcpy(&v, b, 4); return v; }
-                case MLA_FLOAT16: { uint16_t h; std::memcpy(&h, b, 2); return mla_test::f16_to_double(h); }
-                default: { uint16_t h; std::memcpy(&h, b, 2); return mla_test::bf16_to_float(h); }
+                case MLA_FLOAT16: { uint16_t h; std::memcpy(&h, b, 2); return mla_test::f16_value(h); }
+                default: { uint16_t h; std::memcpy(&h, b, 2); return mla_test::bf16_value(h); }
             }
         };
         far += !close_ulps(decode(&got[size_t(i * es)]), decode(&want[size_t(i * es)]), c.dt, 1.0);
@@ -885,8 +885,8 @@ void run_quant_case(const QuantCase &c, uint64_t seed, void *stream) {
             if (c.dt == MLA_FLOAT64) { std::memcpy(&va, a, 8); std::memcpy(&vb, b, 8); }
             else if (c.dt == MLA_FLOAT32) { float fa, fb; std::memcpy(&fa, a, 4); std::memcpy(&fb, b, 4); va = fa; vb = fb; }
             else { uint16_t ha, hb; std::memcpy(&ha, a, 2); std::memcpy(&hb, b, 2);
-                   va = c.dt == MLA_FLOAT16 ? mla_test::f16_to_double(ha) : mla_test::bf16_to_float(ha);
-                   vb = c.dt == MLA_FLOAT16 ? mla_test::f16_to_double(hb) : mla_test::bf16_to_float(hb); }
+                   va = c.dt == MLA_FLOAT16 ? mla_test::f16_value(ha) : mla_test::bf16_value(ha);
+                   vb = c.dt == MLA_FLOAT16 ? mla_test::f16_value(hb) : mla_test::bf16_value(hb); }
             deq_differ += !(std::isnan(va) && std::isnan(vb) && pass == 1);
         }
     }

@@ -21,59 +21,20 @@
 #include <vector>
 
 #include "mla/mla.h"
-#include "test_support.h"
+#include "test_buffers.h"
 
 namespace {
 
-const double kInf = std::numeric_limits<double>::infinity();
+using mla_test::kInf;
 using mla_test::g_failed;
 using mla_test::g_passed;
 using mla_test::check;
 
-// ---- element types ----------------------------------------------------------------------------
-
-uint16_t to_bf16(double x) {
-    float f = float(x);
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return uint16_t(u >> 16);
-}
-
-double from_bf16(uint16_t h) {
-    uint32_t u = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-// float16, round to nearest even (NaN kept, overflow to inf).
-uint16_t to_f16(double x) {
-    float f = float(x);
-    if (std::isnan(f)) return 0x7e00;
-    uint16_t sign = std::signbit(f) ? 0x8000 : 0;
-    double a = std::fabs(double(f));
-    if (a >= 65520.0) return uint16_t(sign | 0x7c00);
-    if (a < std::ldexp(1.0, -14)) return uint16_t(sign | int(std::nearbyint(std::ldexp(a, 24))));
-    int e;
-    std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
-    int exponent = e - 1;
-    int mant = int(std::nearbyint((std::ldexp(a, -exponent) - 1.0) * 1024.0));
-    if (mant == 1024) mant = 0, ++exponent;
-    if (exponent > 15) return uint16_t(sign | 0x7c00);
-    return uint16_t(sign | ((exponent + 15) << 10) | mant);
-}
-
-double from_f16(uint16_t h) {
-    int exponent = (h >> 10) & 31, mant = h & 1023;
-    double v = exponent == 0    ? std::ldexp(double(mant), -24)
-               : exponent == 31 ? (mant ? std::nan("") : kInf)
-                                : std::ldexp(1.0 + mant / 1024.0, exponent - 15);
-    return (h & 0x8000) ? -v : v;
-}
-
-int64_t elem_size(int32_t dt) { return dt == MLA_FLOAT64 ? 8 : dt == MLA_FLOAT32 ? 4 : 2; }
+using mla_test::bf16_bits;
+using mla_test::bf16_value;
+using mla_test::elem_bytes;
+using mla_test::f16_bits;
+using mla_test::f16_value;
 
 // A typed buffer: `n` elements, then a guard of kGuard elements that must stay untouched.
 constexpr int64_t kGuard = 16;
@@ -85,7 +46,7 @@ struct Buf {
 
     Buf() = default;
     Buf(int32_t dt, int64_t count) : dtype(dt), n(count) {
-        bytes.resize(size_t((count + kGuard) * elem_size(dt)));
+        bytes.resize(size_t((count + kGuard) * elem_bytes(dt)));
         poison();
     }
     void *data() { return bytes.data(); }
@@ -93,19 +54,19 @@ struct Buf {
         for (int64_t i = 0; i < n + kGuard; ++i) set(i, std::nan(""));
     }
     void set(int64_t i, double x) {
-        unsigned char *p = bytes.data() + i * elem_size(dtype);
+        unsigned char *p = bytes.data() + i * elem_bytes(dtype);
         if (dtype == MLA_FLOAT64) {
             std::memcpy(p, &x, 8);
         } else if (dtype == MLA_FLOAT32) {
             float f = float(x);
             std::memcpy(p, &f, 4);
         } else {
-            uint16_t h = dtype == MLA_FLOAT16 ? to_f16(x) : to_bf16(x);
+            uint16_t h = dtype == MLA_FLOAT16 ? f16_bits(x) : bf16_bits(x);
             std::memcpy(p, &h, 2);
         }
     }
     double get(int64_t i) const {
-        const unsigned char *p = bytes.data() + i * elem_size(dtype);
+        const unsigned char *p = bytes.data() + i * elem_bytes(dtype);
         if (dtype == MLA_FLOAT64) {
             double x;
             std::memcpy(&x, p, 8);
@@ -118,7 +79,7 @@ struct Buf {
         }
         uint16_t h;
         std::memcpy(&h, p, 2);
-        return dtype == MLA_FLOAT16 ? from_f16(h) : from_bf16(h);
+        return dtype == MLA_FLOAT16 ? f16_value(h) : bf16_value(h);
     }
     std::vector<double> values() const {
         std::vector<double> v(static_cast<size_t>(n));
@@ -141,8 +102,8 @@ struct Buf {
 void round_to(int32_t dt, std::vector<double> &v) {
     for (double &x : v) {
         if (dt == MLA_FLOAT32) x = double(float(x));
-        if (dt == MLA_BFLOAT16) x = from_bf16(to_bf16(x));
-        if (dt == MLA_FLOAT16) x = from_f16(to_f16(x));
+        if (dt == MLA_BFLOAT16) x = bf16_value(bf16_bits(x));
+        if (dt == MLA_FLOAT16) x = f16_value(f16_bits(x));
     }
 }
 
