@@ -819,23 +819,10 @@ int main() {
             std::printf("%d passed, %d failed (CPU path vs reference only)\n", g_passed, g_failed);
             return g_failed ? 1 : 0;
         }
-        std::printf("test_gpu_sparse: no CUDA device (%s)\n", mla_build_targets());
-        std::printf("0 passed, 0 failed, %d skipped\n", int(cases.size()) + 6);
-        return mla_test::kSkipped;  // ctest: skipped
-    }
-    mla_cuda_device_info info;
-    if (mla_cuda_device_info_get(0, &info) == MLA_OK)
-        std::printf("test_gpu_sparse on %s (sm_%d%d, %d SMs)\n", info.name, info.major, info.minor,
-                    info.multiprocessors);
-    if (mla_cuda_set_device(0) != MLA_OK) {
-        std::printf("FAIL: mla_cuda_set_device(0): %s\n0 passed, 1 failed\n", mla_last_error());
-        return 1;
+        return mla_test::skip_without_device("test_gpu_sparse", int(cases.size()) + 6);
     }
     void *stream = nullptr;
-    if (mla_cuda_stream_create(&stream) != MLA_OK) {
-        std::printf("FAIL: mla_cuda_stream_create: %s\n0 passed, 1 failed\n", mla_last_error());
-        return 1;
-    }
+    if (!mla_test::open_device("test_gpu_sparse", &stream)) return 1;
     const char *only = std::getenv("MLA4J_TEST_FILTER");  // substring of case names (sanitizer runs)
     Timer total;
     uint64_t seed = 7000;

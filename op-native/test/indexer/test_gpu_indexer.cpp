@@ -1009,22 +1009,10 @@ int main() {
     const std::vector<QuantCase> quant = quant_cases();
     const int n_tests = int(idx.size() * 2 + tk.size() + rope.size() + 1 + quant.size() + 1);
     if (mla_cuda_device_count() == 0) {
-        std::printf("test_gpu_indexer: no CUDA device (%s)\n", mla_build_targets());
-        std::printf("0 passed, 0 failed, %d skipped\n", n_tests);
-        return mla_test::kSkipped;  // ctest: skipped
-    }
-    mla_cuda_device_info info;
-    if (mla_cuda_device_info_get(0, &info) == MLA_OK)
-        std::printf("test_gpu_indexer on %s (sm_%d%d)\n", info.name, info.major, info.minor);
-    if (mla_cuda_set_device(0) != MLA_OK) {
-        std::printf("FAIL: mla_cuda_set_device(0): %s\n0 passed, 1 failed\n", mla_last_error());
-        return 1;
+        return mla_test::skip_without_device("test_gpu_indexer", n_tests);
     }
     void *stream = nullptr;
-    if (mla_cuda_stream_create(&stream) != MLA_OK) {
-        std::printf("FAIL: mla_cuda_stream_create: %s\n0 passed, 1 failed\n", mla_last_error());
-        return 1;
-    }
+    if (!mla_test::open_device("test_gpu_indexer", &stream)) return 1;
     // MLA4J_TEST_QUICK: a few small cases of each kind (the sanitizer runs).
     const bool quick = std::getenv("MLA4J_TEST_QUICK") != nullptr;
     auto in_quick = [](size_t i, std::initializer_list<size_t> picks) {

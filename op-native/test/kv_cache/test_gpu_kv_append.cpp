@@ -486,22 +486,10 @@ int main() {
     const std::vector<Case> cases = make_cases();
     const int n_tests = int(cases.size()) + 3 * 8;
     if (mla_cuda_device_count() == 0) {
-        std::printf("test_gpu_kv_append: no CUDA device (%s)\n", mla_build_targets());
-        std::printf("0 passed, 0 failed, %d skipped\n", n_tests);
-        return mla_test::kSkipped;
-    }
-    mla_cuda_device_info info;
-    if (mla_cuda_device_info_get(0, &info) == MLA_OK)
-        std::printf("test_gpu_kv_append on %s (sm_%d%d)\n", info.name, info.major, info.minor);
-    if (mla_cuda_set_device(0) != MLA_OK) {
-        std::printf("FAIL: mla_cuda_set_device(0): %s\n0 passed, 1 failed\n", mla_last_error());
-        return 1;
+        return mla_test::skip_without_device("test_gpu_kv_append", n_tests);
     }
     void *stream = nullptr;
-    if (mla_cuda_stream_create(&stream) != MLA_OK) {
-        std::printf("FAIL: mla_cuda_stream_create: %s\n0 passed, 1 failed\n", mla_last_error());
-        return 1;
-    }
+    if (!mla_test::open_device("test_gpu_kv_append", &stream)) return 1;
     uint64_t seed = 500;
     for (const Case &c : cases) run_case(c, seed++, stream);
     for (int kind : {MLA_CACHE_PLAIN, MLA_CACHE_V32, MLA_CACHE_MODEL1})

@@ -114,6 +114,34 @@ inline uint8_t fp8_bits(double v) {
     return uint8_t(best | (v < 0 ? 0x80 : 0));
 }
 
+// ---- GPU tests ------------------------------------------------------------------------------------
+
+// The end of a GPU test on a machine without a CUDA device: the cases it left out, and the exit
+// status ctest reports as skipped.
+inline int skip_without_device(const char *test, int n_cases) {
+    std::printf("%s: no CUDA device (%s)\n", test, mla_build_targets());
+    std::printf("0 passed, 0 failed, %d skipped\n", n_cases);
+    return kSkipped;
+}
+
+// Device 0 made current, named in the log, and a stream on it for the test's calls; false (after
+// a FAIL line and the summary) when either step fails.
+inline bool open_device(const char *test, void **stream) {
+    mla_cuda_device_info info;
+    if (mla_cuda_device_info_get(0, &info) == MLA_OK)
+        std::printf("%s on %s (sm_%d%d, %d SMs)\n", test, info.name, info.major, info.minor,
+                    info.multiprocessors);
+    if (mla_cuda_set_device(0) != MLA_OK) {
+        std::printf("FAIL: mla_cuda_set_device(0): %s\n0 passed, 1 failed\n", mla_last_error());
+        return false;
+    }
+    if (mla_cuda_stream_create(stream) != MLA_OK) {
+        std::printf("FAIL: mla_cuda_stream_create: %s\n0 passed, 1 failed\n", mla_last_error());
+        return false;
+    }
+    return true;
+}
+
 // ---- device buffers -----------------------------------------------------------------------------
 
 inline bool ok_or_report(mla_status st, const char *what) {
