@@ -46,7 +46,17 @@ public final class Mla4j {
     private Mla4j() {}
 
     /** Installs the executioner hook and registers the ops. Thread-safe and idempotent. */
-    public static synchronized void install() {
+    public static void install() {
+        if (installed) return;
+        // ND4J starts first, outside any lock. Its start-up registers the op names
+        // (OpNameRegistration), which initialises ImportClassMapping, whose own initialisation
+        // needs ND4J: a thread that began ImportClassMapping (registerAll) while another thread
+        // was starting ND4J would wait for it forever, and it for the first.
+        Nd4j.getBackend();
+        installOnce();
+    }
+
+    private static synchronized void installOnce() {
         if (installed) return;
         NativeLib.load();
         OpRegistry.registerAll();

@@ -32,7 +32,10 @@ final class ReadmeFixture {
             "org.deeplearning4j.nn.conf.layers.RnnOutputLayer", "org.deeplearning4j.nn.conf.layers.DenseLayer",
             "org.deeplearning4j.nn.conf.layers.OutputLayer",
             "org.deeplearning4j.nn.multilayer.MultiLayerNetwork", "org.deeplearning4j.nn.graph.ComputationGraph",
-            "org.deeplearning4j.util.ModelSerializer");
+            "org.deeplearning4j.util.ModelSerializer",
+            "org.deeplearning4j.parallelism.ParallelWrapper", "org.deeplearning4j.parallelism.ParallelInference",
+            "org.deeplearning4j.parallelism.inference.InferenceMode",
+            "org.deeplearning4j.datasets.iterator.impl.ListDataSetIterator");
 
     /** Variables by name: a declaration (statement) each. Shapes follow the README's text. */
     static final Map<String, String> VARIABLES = new LinkedHashMap<>();
