@@ -35,7 +35,7 @@ final class ReadmeFixture {
             "org.deeplearning4j.util.ModelSerializer",
             "org.deeplearning4j.parallelism.ParallelWrapper", "org.deeplearning4j.parallelism.ParallelInference",
             "org.deeplearning4j.parallelism.inference.InferenceMode",
-            "org.deeplearning4j.datasets.iterator.impl.ListDataSetIterator");
+            "org.deeplearning4j.datasets.iterator.utilty.ListDataSetIterator");
 
     /** Variables by name: a declaration (statement) each. Shapes follow the README's text. */
     static final Map<String, String> VARIABLES = new LinkedHashMap<>();
